@@ -1,0 +1,93 @@
+"""``Facetrace``: the library's front door, one method per user-facing operation.
+
+The CLI (and later the web service) parse their input, call one method here and render
+what it returns. It owns the wiring: settings -> database sessions, gallery indexes and
+the face pipeline, each made on first use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy.orm import sessionmaker
+
+from facetrace import store
+from facetrace.db import open_database
+from facetrace.gallery_index import GalleryIndexes
+from facetrace.ingest import Ingester, IngestReport, Progress
+from facetrace.pipeline import Analyzer
+from facetrace.records import AnalysedImage
+from facetrace.search import Comparison, Searcher, SearchResult, compare
+from facetrace.settings import Settings
+from facetrace.sources import Item
+
+
+class Facetrace:
+    """Everything a user can do, on the data directory and database of ``settings``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @cached_property
+    def sessions(self) -> sessionmaker:
+        return open_database(self.settings.db_url)
+
+    @cached_property
+    def indexes(self) -> GalleryIndexes:
+        return GalleryIndexes(self.settings.index_dir, self.settings.index_backend)
+
+    @cached_property
+    def analyzer(self) -> Analyzer:
+        return Analyzer.from_settings(self.settings)
+
+    def ingest(
+        self, items: Iterable[Item], gallery: str, *, command: str = "ingest",
+        workers: int | None = None, on_progress: Progress | None = None,
+    ) -> IngestReport:  # fmt: skip
+        ingester = Ingester(self.settings, self.sessions, self.indexes, workers, on_progress)
+        return ingester.run(items, gallery, command)
+
+    def search(self, photo: Path, galleries: list[str] | None = None, k: int = 10) -> SearchResult:
+        searcher = Searcher(self.analyzer, self.sessions, self.indexes, self.settings.probe_rotations)
+        return searcher.search(photo, galleries, k)
+
+    def compare(self, a: Path, b: Path) -> Comparison:
+        return compare(self.analyzer, a, b, rotations=self.settings.probe_rotations)
+
+    def faces(self, photo: Path) -> AnalysedImage:
+        return self.analyzer.analyse_file(photo, rotations=self.settings.probe_rotations)
+
+    def galleries(self) -> list[dict[str, Any]]:
+        with self.sessions() as s:
+            return store.gallery_stats(s)
+
+    def subjects(self, gallery: str) -> list[dict[str, Any]]:
+        with self.sessions() as s:
+            return store.subject_stats(s, store.get_gallery(s, gallery))
+
+    def forget(self, gallery: str, subject: str) -> int:
+        """Remove a subject's faces from the database and the index; returns how many."""
+        model = self.analyzer.model
+        with self.sessions() as s:
+            g = store.get_gallery(s, gallery)
+            index = self.indexes.load(s, g, model)
+            face_ids = store.forget_subject(s, g, subject)
+            s.commit()
+            index.remove(np.asarray(face_ids, dtype=np.int64))
+            self.indexes.save(g, model, index)
+        return len(face_ids)
+
+    def reindex(self, gallery: str | None = None) -> dict[str, int]:
+        """Rebuild the index of one or every gallery from the database."""
+        model = self.analyzer.model
+        out = {}
+        with self.sessions() as s:
+            chosen = [store.get_gallery(s, gallery)] if gallery else store.all_galleries(s)
+            for g in chosen:
+                self.indexes.delete(g, model)
+                out[g.name] = len(self.indexes.rebuild(s, g, model))
+        return out

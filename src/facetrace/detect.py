@@ -1,0 +1,115 @@
+"""The detect stage: find face boxes in an image.
+
+Backends sit behind the ``Detector`` protocol and load their model on first use, never at
+import. ``hog`` is dlib's HOG + linear SVM frontal detector (fast on a CPU, misses faces
+smaller than about 80 px unless the image is upsampled, and faces turned more than about
+30 degrees); ``cnn`` is dlib's MMOD CNN (more robust to pose and small faces, ~20x slower).
+
+``find_faces`` adds what both need: detection on a downscaled copy of huge images (boxes
+are mapped back to original pixels), and optionally a search of the image turned by 90,
+180 and 270 degrees for faces that lie on their side or upside down, with duplicate
+detections across turns merged (highest detector score wins). Detector scores are the
+backends' own (HOG: SVM margin, > 0 is a detection; CNN: MMOD confidence).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from facetrace.decode import downscale, rotate
+from facetrace.geometry import ROTATIONS, box_from_rotated, clip_box, scale_box
+from facetrace.models import CNN_DETECTOR, model_file
+from facetrace.records import Box, Detection
+
+MERGE_IOU = 0.3
+
+
+class Detector(Protocol):
+    """Finds upright faces in an RGB image; boxes in that image's pixels."""
+
+    name: str
+
+    def detect(self, pixels: np.ndarray) -> list[Detection]: ...
+
+
+class HogDetector:
+    """dlib's HOG frontal face detector."""
+
+    name = "hog"
+
+    def __init__(self, upsample: int = 1, threshold: float = 0.0) -> None:
+        self.upsample = upsample
+        self.threshold = threshold
+        self._model: object | None = None
+
+    def detect(self, pixels: np.ndarray) -> list[Detection]:
+        import dlib
+
+        if self._model is None:
+            self._model = dlib.get_frontal_face_detector()
+        rects, scores, _ = self._model.run(pixels, self.upsample, self.threshold)  # type: ignore[attr-defined]
+        h, w = pixels.shape[:2]
+        return [
+            Detection(clip_box(Box(r.left(), r.top(), r.right() + 1, r.bottom() + 1), w, h), s)
+            for r, s in zip(rects, scores, strict=True)
+        ]
+
+
+class CnnDetector:
+    """dlib's MMOD CNN face detector (weights from face-recognition-models)."""
+
+    name = "cnn"
+
+    def __init__(self, upsample: int = 1) -> None:
+        self.upsample = upsample
+        self._model: object | None = None
+
+    def detect(self, pixels: np.ndarray) -> list[Detection]:
+        import dlib
+
+        if self._model is None:
+            self._model = dlib.cnn_face_detection_model_v1(str(model_file(CNN_DETECTOR)))
+        found = self._model(pixels, self.upsample)  # type: ignore[operator]
+        h, w = pixels.shape[:2]
+        out = []
+        for d in found:
+            r = d.rect
+            box = clip_box(Box(r.left(), r.top(), r.right() + 1, r.bottom() + 1), w, h)
+            out.append(Detection(box, float(d.confidence)))
+        return out
+
+
+def make_detector(name: str, upsample: int) -> Detector:
+    """The detector called ``name`` (``hog`` or ``cnn``)."""
+    if name == "cnn":
+        return CnnDetector(upsample)
+    return HogDetector(upsample)
+
+
+def find_faces(
+    pixels: np.ndarray, detector: Detector, *, max_side: int, rotations: bool = False
+) -> list[Detection]:
+    """Every face in ``pixels``, boxes in its coordinates, best detector score first."""
+    h, w = pixels.shape[:2]
+    small, factor = downscale(pixels, max_side)
+    sh, sw = small.shape[:2]
+    found: list[Detection] = []
+    for rotation in ROTATIONS if rotations else (0,):
+        turned = rotate(small, rotation)
+        for det in detector.detect(turned):
+            box = box_from_rotated(det.box, sw, sh, rotation)
+            box = scale_box(box, 1.0 / factor, w, h)
+            if box.width > 1 and box.height > 1:
+                found.append(Detection(box, det.score, rotation))
+    return merge_detections(found)
+
+
+def merge_detections(found: list[Detection], iou: float = MERGE_IOU) -> list[Detection]:
+    """Greedy non-maximum suppression: keep the best-scoring of overlapping boxes."""
+    kept: list[Detection] = []
+    for det in sorted(found, key=lambda d: (-d.score, d.rotation)):
+        if all(det.box.iou(k.box) < iou for k in kept):
+            kept.append(det)
+    return kept

@@ -1,0 +1,77 @@
+"""The embed stage: an aligned face chip becomes a vector.
+
+Backends sit behind the ``Embedder`` protocol, load lazily and name themselves with a
+``model`` string that is stored beside every vector they make; vectors of different models
+are never compared (``check_same_model``). The default is dlib's ResNet (128-d, trained with
+a metric loss so that Euclidean distance < 0.6 between raw vectors means "same person").
+
+Score convention for all of facetrace: cosine similarity of the two vectors, in [-1, 1],
+higher is more alike (``cosine``). For dlib's vectors, whose norms are close to each other,
+dlib's distance 0.6 corresponds to a cosine similarity of about 0.90.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from facetrace.errors import ModelMismatchError
+from facetrace.models import RECOGNITION, model_file
+
+DLIB_MODEL = "dlib_resnet_v1"
+
+
+class Embedder(Protocol):
+    """Turns aligned 150 x 150 RGB chips into vectors of ``dim`` floats."""
+
+    model: str
+    dim: int
+
+    def embed(self, chips: list[np.ndarray]) -> np.ndarray: ...
+
+
+class DlibEmbedder:
+    """dlib's ResNet face descriptor, weights from face-recognition-models."""
+
+    model = DLIB_MODEL
+    dim = 128
+
+    def __init__(self, jitters: int = 0) -> None:
+        self.jitters = jitters
+        self._net: object | None = None
+
+    def embed(self, chips: list[np.ndarray]) -> np.ndarray:
+        """Raw (unnormalised) float32 vectors, one row per chip."""
+        import dlib
+
+        if not chips:
+            return np.zeros((0, self.dim), np.float32)
+        if self._net is None:
+            self._net = dlib.face_recognition_model_v1(str(model_file(RECOGNITION)))
+        if self.jitters:
+            rows = [self._net.compute_face_descriptor(c, self.jitters) for c in chips]  # type: ignore[attr-defined]
+        else:
+            rows = self._net.compute_face_descriptor(chips)  # type: ignore[attr-defined]
+        return np.asarray([np.asarray(r) for r in rows], dtype=np.float32)
+
+
+def normalise(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (float32)."""
+    v = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(v, axis=-1, keepdims=True)
+    return v / np.maximum(norms, 1e-12)
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """The facetrace score of two vectors: cosine similarity, higher is more alike."""
+    return float(np.dot(normalise(a), normalise(b)))
+
+
+def check_same_model(expected: str, actual: str, what: str = "gallery") -> None:
+    """Refuse to compare vectors made by different models."""
+    if expected != actual:
+        raise ModelMismatchError(
+            f"the {what} was embedded with model {actual!r} but the probe with {expected!r}; "
+            "scores across models mean nothing. Re-ingest or use the same model"
+        )

@@ -1,0 +1,85 @@
+"""Keeps each gallery's vector index in step with the database, which is the truth.
+
+There is one index per (gallery, model), in ``<data>/index/``. Its ``meta`` records the
+model, the gallery's ``generation`` when it was saved and the highest face id it holds.
+On every open:
+- a different generation (faces were deleted since) or model: rebuilt from the database;
+- faces newer than ``max_id`` (an ingest was interrupted before its index was saved):
+  added from the database, so an interrupted ingest loses nothing;
+- still a different number of vectors than the database has faces: rebuilt.
+A damaged index file raises ``IndexCorruptError``; ``facetrace reindex`` rebuilds it.
+So a search never uses an index that disagrees with the database.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from facetrace import store
+from facetrace.db import Gallery
+from facetrace.index import create_index, index_files, open_index
+from facetrace.index.base import VectorIndex
+
+
+class GalleryIndexes:
+    """Opens, brings up to date, saves and deletes the indexes of galleries."""
+
+    def __init__(self, index_dir: Path, backend: str, dim: int = 128) -> None:
+        self.index_dir = index_dir
+        self.backend = backend
+        self.dim = dim
+
+    def path(self, gallery: Gallery, model: str) -> Path:
+        return self.index_dir / f"gallery-{gallery.id}-{model}.{self.backend}"
+
+    def load(self, session: Session, gallery: Gallery, model: str) -> VectorIndex:
+        """The gallery's index for ``model``, consistent with the database."""
+        path = self.path(gallery, model)
+        index = open_index(self.backend, path, self.dim)
+        meta = index.meta
+        stale = len(index) > 0 and (
+            meta.get("generation") != gallery.generation or meta.get("model") != model
+        )
+        if stale:
+            return self.rebuild(session, gallery, model)
+        changed = self._catch_up(session, gallery, model, index)
+        if len(index) != store.face_count(session, gallery.id, model):
+            return self.rebuild(session, gallery, model)
+        if changed:
+            self.save(gallery, model, index)
+        return index
+
+    def _catch_up(self, session: Session, gallery: Gallery, model: str, index: VectorIndex) -> bool:
+        after = int(index.meta.get("max_id", 0))
+        changed = False
+        for ids, vecs in store.iter_vectors(session, gallery.id, model, after_id=after):
+            index.add(ids, vecs)
+            index.meta["max_id"] = int(ids[-1])
+            changed = True
+        index.meta.update(model=model, generation=gallery.generation)
+        return changed
+
+    def rebuild(self, session: Session, gallery: Gallery, model: str) -> VectorIndex:
+        """A fresh index built from every vector of the gallery in the database."""
+        index = create_index(self.backend, self.dim)
+        index.meta.update(max_id=0)
+        self._catch_up(session, gallery, model, index)
+        self.save(gallery, model, index)
+        return index
+
+    def add(self, gallery: Gallery, model: str, index: VectorIndex, ids, vectors) -> None:  # type: ignore[no-untyped-def]
+        """Add freshly stored faces (ids ascending) to an index loaded by ``load``."""
+        if len(ids):
+            index.add(ids, vectors)
+            index.meta["max_id"] = max(int(index.meta.get("max_id", 0)), int(max(ids)))
+
+    def save(self, gallery: Gallery, model: str, index: VectorIndex) -> None:
+        self.index_dir.mkdir(parents=True, exist_ok=True)
+        index.meta.update(model=model, generation=gallery.generation)
+        index.save(self.path(gallery, model))
+
+    def delete(self, gallery: Gallery, model: str) -> None:
+        for f in index_files(self.path(gallery, model)):
+            f.unlink(missing_ok=True)

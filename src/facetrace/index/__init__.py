@@ -1,0 +1,70 @@
+"""The vector index stage: find the stored faces most like a probe.
+
+Public surface (pinned by ``tests/test_index_contract.py``):
+
+- ``VectorIndex``: the Protocol every backend implements (see ``facetrace.index.base``
+  for the conventions: non-negative int64 ids, cosine scores, ``-1``/``-inf`` padding,
+  upsert, atomic saves).
+- ``BACKENDS``: ``"usearch"`` (HNSW, approximate, the default) and ``"exact"`` (NumPy).
+- ``create_index(backend, dim)``: a new empty index.
+- ``open_index(backend, path, dim)``: the index saved at ``path``, or a new empty one
+  when nothing is there; ``IndexCorruptError`` when the files are damaged or were made
+  by another backend or for another dimension.
+- ``index_files(path)``: every file of the index saved at ``path``, for deletion.
+
+Unknown backends raise ``ConfigError``. Which backend to choose, and why, is in
+``docs/index-backends.md``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from facetrace.errors import ConfigError
+from facetrace.index.base import VectorIndex, index_files
+from facetrace.index.exact import ExactIndex
+from facetrace.index.usearch_index import UsearchIndex
+
+BACKENDS = ("usearch", "exact")
+
+__all__ = [
+    "BACKENDS",
+    "ExactIndex",
+    "UsearchIndex",
+    "VectorIndex",
+    "create_index",
+    "index_files",
+    "open_index",
+]
+
+
+def _check_backend(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown index backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+
+
+def create_index(backend: str, dim: int, **options: Any) -> VectorIndex:
+    """A new empty index. ``options`` go to the backend (e.g. ``dtype="i8"`` for usearch)."""
+    _check_backend(backend)
+    if backend == "exact":
+        return ExactIndex(dim, **options)
+    return UsearchIndex(dim, **options)
+
+
+def open_index(
+    backend: str, path: Path, dim: int, *, mmap: bool = True, verify: bool = True
+) -> VectorIndex:
+    """The index saved at ``path``, or a new empty one when no file is there.
+
+    ``mmap`` maps the data files instead of reading them (the first change copies them
+    into memory). ``verify`` checks each data file's SHA-256 before parsing it; turn it
+    off only to trade safety against damaged files for opening speed.
+    """
+    _check_backend(backend)
+    path = Path(path)
+    if not path.exists():
+        return create_index(backend, dim)
+    if backend == "exact":
+        return ExactIndex.open(path, dim, mmap=mmap, verify=verify)
+    return UsearchIndex.open(path, dim, mmap=mmap, verify=verify)

@@ -1,0 +1,140 @@
+"""Settings: one typed object, built once at start-up from flags and ``FACETRACE_*``
+variables, then passed down. Nothing in facetrace reads the environment elsewhere.
+
+Every setting is declared once in ``SETTINGS`` with its variable and help text; the README
+documents each of them and a test fails when one is missing there.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from facetrace.errors import ConfigError
+
+DETECTORS = ("hog", "cnn")
+INDEX_BACKENDS = ("usearch", "exact")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """Declaration of one setting: field name, environment variable, help text."""
+
+    name: str
+    env: str
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("data_dir", "FACETRACE_DATA", "Data directory (SQLite database and index files)."),
+    Setting(
+        "database_url",
+        "FACETRACE_DATABASE_URL",
+        "SQLAlchemy URL of the database; default sqlite:///<data_dir>/facetrace.db.",
+    ),
+    Setting("index_backend", "FACETRACE_INDEX", "Vector index backend: usearch (ANN) or exact."),
+    Setting("detector", "FACETRACE_DETECTOR", "Face detector: hog (fast) or cnn (dlib MMOD)."),
+    Setting("upsample", "FACETRACE_UPSAMPLE", "Times the detector upsamples (finds smaller faces)."),
+    Setting(
+        "detect_max_side",
+        "FACETRACE_DETECT_MAX_SIDE",
+        "Images with a longer side are downscaled to this for detection only.",
+    ),
+    Setting("max_pixels", "FACETRACE_MAX_PIXELS", "Refuse images with more decoded pixels."),
+    Setting("max_file_bytes", "FACETRACE_MAX_FILE_BYTES", "Refuse image files larger than this."),
+    Setting(
+        "max_archive_bytes",
+        "FACETRACE_MAX_ARCHIVE_BYTES",
+        "Refuse archives whose members add up to more than this, uncompressed.",
+    ),
+    Setting(
+        "probe_rotations",
+        "FACETRACE_PROBE_ROTATIONS",
+        "Also look for faces turned 90/180/270 degrees in probe photos (1 or 0).",
+    ),
+    Setting("workers", "FACETRACE_WORKERS", "Worker processes for ingest (default: all cores)."),
+)
+
+
+def _default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("facetrace", appauthor=False))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable, with defaults that suit a single examiner's machine."""
+
+    data_dir: Path
+    database_url: str | None = None
+    index_backend: str = "usearch"
+    detector: str = "hog"
+    upsample: int = 1
+    detect_max_side: int = 1600
+    max_pixels: int = 100_000_000
+    max_file_bytes: int = 200 * 1024 * 1024
+    max_archive_bytes: int = 20 * 1024**3
+    probe_rotations: bool = True
+    workers: int = max(1, os.cpu_count() or 1)
+
+    def __post_init__(self) -> None:
+        if self.detector not in DETECTORS:
+            raise ConfigError(f"detector must be one of {', '.join(DETECTORS)}, not {self.detector!r}")
+        if self.index_backend not in INDEX_BACKENDS:
+            raise ConfigError(
+                f"index backend must be one of {', '.join(INDEX_BACKENDS)}, "
+                f"not {self.index_backend!r}"
+            )
+        for name in ("upsample",):
+            if not 0 <= getattr(self, name) <= 4:
+                raise ConfigError(f"{name} must be between 0 and 4")
+        for name in ("detect_max_side", "max_pixels", "max_file_bytes", "max_archive_bytes"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive")
+        if self.workers < 1:
+            raise ConfigError("workers must be at least 1")
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'facetrace.db'}"
+
+    @property
+    def index_dir(self) -> Path:
+        return self.data_dir / "index"
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` applied, ignoring those that are ``None``."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    @classmethod
+    def load(cls, env: Mapping[str, str] | None = None, **flags: Any) -> Settings:
+        """Build settings: flags win over ``FACETRACE_*`` variables, which win over defaults."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {"data_dir": _default_data_dir()}
+        types = {f.name: f.type for f in fields(cls)}
+        for s in SETTINGS:
+            raw = env.get(s.env)
+            if raw is not None and raw != "":
+                values[s.name] = _convert(s, str(types[s.name]), raw)
+        values.update({k: v for k, v in flags.items() if v is not None})
+        values["data_dir"] = Path(values["data_dir"]).expanduser()
+        return cls(**values)
+
+
+def _convert(setting: Setting, type_name: str, raw: str) -> Any:
+    try:
+        if type_name == "int":
+            return int(raw)
+        if type_name == "bool":
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+    except ValueError:
+        raise ConfigError(f"{setting.env}={raw!r} is not a valid {type_name}") from None
+    return raw
