@@ -24,3 +24,32 @@ def faces_dir() -> Path:
     if not (root / "HARDCASES.tsv").is_file():
         pytest.skip(f"real face photos not found at {root} (set FACETRACE_FACES)")
     return root
+
+
+@pytest.fixture(scope="session")
+def analyzer():  # type: ignore[no-untyped-def]
+    """One real pipeline (dlib models load once per test session)."""
+    from facetrace.pipeline import Analyzer
+    from facetrace.settings import Settings
+
+    return Analyzer.from_settings(Settings.load(env={}, data_dir="/nonexistent"))
+
+
+@pytest.fixture()
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """Run the facetrace CLI in a subprocess: (exit code, stdout, stderr)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "facetrace", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "FACETRACE_WORKERS": "1", "COLUMNS": "200", **(env or {})},
+        timeout=600,
+    )
+    return proc.returncode, proc.stdout, proc.stderr

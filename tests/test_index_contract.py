@@ -366,3 +366,15 @@ def test_ann_recall_at_10(backend: str) -> None:
     want, _ = reference.search(queries, 10)
     recall = np.mean([len(set(g) & set(w)) / 10 for g, w in zip(got, want, strict=True)])
     assert recall >= 0.95
+
+
+def test_mapped_index_saves_over_its_own_files(backend: str, tmp_path: Path) -> None:
+    path = tmp_path / "faces.index"
+    index, vectors = filled(backend, n=50)
+    index.save(path)
+    mapped = open_index(backend, path, DIM, mmap=True)
+    mapped.meta["generation"] = 2
+    mapped.save(path)  # deletes the files it maps; the mapping stays valid
+    assert mapped.search(vectors[3], 1)[0][0, 0] == 10
+    again = open_index(backend, path, DIM)
+    assert len(again) == 50 and again.meta == {"generation": 2}

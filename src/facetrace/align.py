@@ -8,6 +8,7 @@ dlib's own ``compute_face_descriptor(image, shape)`` make, bit for bit).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -30,7 +31,7 @@ class Aligner:
     """5-point landmark predictor and chip extraction; loads the model on first use."""
 
     def __init__(self) -> None:
-        self._predictor: object | None = None
+        self._predictor: Any = None
 
     def align(self, pixels: np.ndarray, box: Box) -> Aligned:
         import dlib
@@ -38,7 +39,7 @@ class Aligner:
         if self._predictor is None:
             self._predictor = dlib.shape_predictor(str(model_file(LANDMARKS_5)))
         rect = dlib.rectangle(box.left, box.top, box.right - 1, box.bottom - 1)
-        shape = self._predictor(pixels, rect)  # type: ignore[operator]
+        shape = self._predictor(pixels, rect)
         chip = dlib.get_face_chip(pixels, shape, size=CHIP_SIZE, padding=CHIP_PADDING)
         points = tuple((float(p.x), float(p.y)) for p in shape.parts())
         return Aligned(np.ascontiguousarray(chip), points)

@@ -45,14 +45,21 @@ class Facetrace:
         return Analyzer.from_settings(self.settings)
 
     def ingest(
-        self, items: Iterable[Item], gallery: str, *, command: str = "ingest",
-        workers: int | None = None, on_progress: Progress | None = None,
-    ) -> IngestReport:  # fmt: skip
+        self,
+        items: Iterable[Item],
+        gallery: str,
+        *,
+        command: str = "ingest",
+        workers: int | None = None,
+        on_progress: Progress | None = None,
+    ) -> IngestReport:
         ingester = Ingester(self.settings, self.sessions, self.indexes, workers, on_progress)
         return ingester.run(items, gallery, command)
 
     def search(self, photo: Path, galleries: list[str] | None = None, k: int = 10) -> SearchResult:
-        searcher = Searcher(self.analyzer, self.sessions, self.indexes, self.settings.probe_rotations)
+        searcher = Searcher(
+            self.analyzer, self.sessions, self.indexes, self.settings.probe_rotations
+        )
         return searcher.search(photo, galleries, k)
 
     def compare(self, a: Path, b: Path) -> Comparison:

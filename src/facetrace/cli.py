@@ -12,26 +12,29 @@ import json
 import os
 import sys
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from facetrace import render
 from facetrace.app import Facetrace
 from facetrace.errors import FacetraceError
 from facetrace.settings import DETECTORS, INDEX_BACKENDS, Settings
-from facetrace.sources import count_items, from_manifest, from_path
+from facetrace.sources import Item, count_items, from_manifest, from_path
 
 err = Console(stderr=True)
 out = Console()
 
 
 def _app(ctx: click.Context) -> Facetrace:
-    return ctx.find_object(Facetrace)  # type: ignore[no-any-return]
+    app = ctx.find_object(Facetrace)
+    assert app is not None
+    return app
 
 
 def _emit_json(obj: Any) -> None:
@@ -39,13 +42,35 @@ def _emit_json(obj: Any) -> None:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--data", type=click.Path(file_okay=False, path_type=Path), help="Data directory [FACETRACE_DATA].")
-@click.option("--db-url", help="Database URL (default: SQLite in the data directory) [FACETRACE_DATABASE_URL].")
-@click.option("--index", "index_backend", type=click.Choice(INDEX_BACKENDS), help="Vector index backend [FACETRACE_INDEX].")
-@click.option("--detector", type=click.Choice(DETECTORS), help="Face detector [FACETRACE_DETECTOR].")
-@click.option("--upsample", type=click.IntRange(0, 4), help="Detector upsampling, finds smaller faces [FACETRACE_UPSAMPLE].")
-@click.option("--rotations/--no-rotations", "probe_rotations", default=None,
-              help="Also look for faces turned 90/180/270 degrees in probes [FACETRACE_PROBE_ROTATIONS].")  # fmt: skip
+@click.option(
+    "--data",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Data directory [FACETRACE_DATA].",
+)
+@click.option(
+    "--db-url",
+    help="Database URL (default: SQLite in the data directory) [FACETRACE_DATABASE_URL].",
+)
+@click.option(
+    "--index",
+    "index_backend",
+    type=click.Choice(INDEX_BACKENDS),
+    help="Vector index backend [FACETRACE_INDEX].",
+)
+@click.option(
+    "--detector", type=click.Choice(DETECTORS), help="Face detector [FACETRACE_DETECTOR]."
+)
+@click.option(
+    "--upsample",
+    type=click.IntRange(0, 4),
+    help="Detector upsampling, finds smaller faces [FACETRACE_UPSAMPLE].",
+)
+@click.option(
+    "--rotations/--no-rotations",
+    "probe_rotations",
+    default=None,
+    help="Also look for faces turned 90/180/270 degrees in probes [FACETRACE_PROBE_ROTATIONS].",
+)
 @click.version_option(package_name="facetrace")
 @click.pass_context
 def cli(ctx: click.Context, **flags: Any) -> None:
@@ -60,9 +85,17 @@ def cli(ctx: click.Context, **flags: Any) -> None:
 
 @cli.command()
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
-@click.option("--gallery", "-g", required=True, help="Gallery to add the photos to (created if new).")
-@click.option("--manifest", type=click.Path(path_type=Path, dir_okay=False), help="CSV or JSONL manifest of photos.")
-@click.option("--workers", type=click.IntRange(1, 256), help="Worker processes (default: all cores).")
+@click.option(
+    "--gallery", "-g", required=True, help="Gallery to add the photos to (created if new)."
+)
+@click.option(
+    "--manifest",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="CSV or JSONL manifest of photos.",
+)
+@click.option(
+    "--workers", type=click.IntRange(1, 256), help="Worker processes (default: all cores)."
+)
 @click.option("--subject", help="Subject of photos not in a per-person folder.")
 @click.option("--source-url", help="Where these photos come from (URL).")
 @click.option("--source-description", help="What these photos are (e.g. 'civil registry, 2019').")
@@ -70,8 +103,16 @@ def cli(ctx: click.Context, **flags: Any) -> None:
 @click.option("--captured-at", help="When they were taken (ISO date).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_context
-def ingest(ctx: click.Context, paths: tuple[Path, ...], gallery: str, manifest: Path | None,
-           workers: int | None, subject: str | None, as_json: bool, **provenance: Any) -> None:  # fmt: skip
+def ingest(
+    ctx: click.Context,
+    paths: tuple[Path, ...],
+    gallery: str,
+    manifest: Path | None,
+    workers: int | None,
+    subject: str | None,
+    as_json: bool,
+    **provenance: Any,
+) -> None:
     """Add photos (files, folders, zip/tar archives, a manifest) to a gallery.
 
     In a folder, each sub-folder is one person, named exactly as the folder. Running the
@@ -83,23 +124,34 @@ def ingest(ctx: click.Context, paths: tuple[Path, ...], gallery: str, manifest: 
     common = {k: v for k, v in provenance.items() if v}
     s = app.settings
 
-    def items():  # type: ignore[no-untyped-def]
+    def items() -> Iterator[Item]:
         for p in paths:
-            yield from from_path(p, max_file_bytes=s.max_file_bytes,
-                                 max_archive_bytes=s.max_archive_bytes, subject=subject,
-                                 common=common)  # fmt: skip
+            yield from from_path(
+                p,
+                max_file_bytes=s.max_file_bytes,
+                max_archive_bytes=s.max_archive_bytes,
+                subject=subject,
+                common=common,
+            )
         if manifest is not None:
             yield from from_manifest(manifest, max_file_bytes=s.max_file_bytes, common=common)
 
     command = " ".join(["facetrace", *sys.argv[1:]])
     progress = Progress(
-        TextColumn("[bold]ingest[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("[bold]ingest[/] {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
         TextColumn("{task.fields[rate]} img/s"),
-        TextColumn("{task.fields[faces]} faces"), TimeElapsedColumn(),
-        console=err, transient=as_json, disable=not err.is_terminal and as_json,
-    )  # fmt: skip
+        TextColumn("{task.fields[faces]} faces"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=as_json,
+        disable=not err.is_terminal and as_json,
+    )
     with progress:
-        task = progress.add_task(gallery, total=count_items(list(paths), manifest), faces=0, rate="-")
+        task = progress.add_task(
+            gallery, total=count_items(list(paths), manifest), faces=0, rate="-"
+        )
         counts = {"faces": 0}
 
         def tick(images: int, faces: int) -> None:
@@ -117,11 +169,21 @@ def ingest(ctx: click.Context, paths: tuple[Path, ...], gallery: str, manifest: 
 
 @cli.command()
 @click.argument("photo", type=click.Path(path_type=Path))
-@click.option("--gallery", "-g", "galleries", multiple=True, help="Gallery to search (repeatable; default: all).")
-@click.option("-k", type=click.IntRange(1, 1000), default=10, show_default=True, help="Candidates per face.")
+@click.option(
+    "--gallery",
+    "-g",
+    "galleries",
+    multiple=True,
+    help="Gallery to search (repeatable; default: all).",
+)
+@click.option(
+    "-k", type=click.IntRange(1, 1000), default=10, show_default=True, help="Candidates per face."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
 @click.pass_context
-def search(ctx: click.Context, photo: Path, galleries: tuple[str, ...], k: int, as_json: bool) -> None:
+def search(
+    ctx: click.Context, photo: Path, galleries: tuple[str, ...], k: int, as_json: bool
+) -> None:
     """Search galleries with every face in PHOTO; k best candidates per face."""
     result = _app(ctx).search(photo, list(galleries) or None, k)
     if as_json:
@@ -229,12 +291,16 @@ def main(argv: list[str] | None = None) -> int:
         exc.show()
         return exc.exit_code
     except KeyboardInterrupt:
-        err.print("interrupted: everything stored so far is kept; run the same command again to resume")
+        err.print(
+            "interrupted: everything stored so far is kept; run the same command again to resume"
+        )
         return 130
     except Exception as exc:  # noqa: BLE001 - the one place that stops tracebacks
         if os.environ.get("FACETRACE_DEBUG"):
             traceback.print_exc()
-        err.print(f"[red]internal error:[/] {type(exc).__name__}: {escape(str(exc))} "
-                  "(set FACETRACE_DEBUG=1 for details and report it)", soft_wrap=True)  # fmt: skip
+        err.print(
+            f"[red]internal error:[/] {type(exc).__name__}: {escape(str(exc))} "
+            "(set FACETRACE_DEBUG=1 for details and report it)",
+            soft_wrap=True,
+        )
         return 70
-

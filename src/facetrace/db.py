@@ -71,9 +71,7 @@ class SourceImage(Base):
     gallery_id: Mapped[int] = mapped_column(
         ForeignKey("gallery.id", ondelete="CASCADE"), index=True
     )
-    batch_id: Mapped[int | None] = mapped_column(
-        ForeignKey("ingest_batch.id", ondelete="SET NULL")
-    )
+    batch_id: Mapped[int | None] = mapped_column(ForeignKey("ingest_batch.id", ondelete="SET NULL"))
     sha256: Mapped[str] = mapped_column(String(64))
     path: Mapped[str] = mapped_column(Text)
     source_url: Mapped[str | None] = mapped_column(Text)

@@ -34,10 +34,16 @@ def run_demo(app: Facetrace, console: Console) -> None:
         _demo_packaged(app, console)
 
 
-def _ingest(app: Facetrace, console: Console, folder: Path, gallery: str, subject: str | None = None) -> None:
+def _ingest(
+    app: Facetrace, console: Console, folder: Path, gallery: str, subject: str | None = None
+) -> None:
     s = app.settings
-    items = from_path(folder, max_file_bytes=s.max_file_bytes,
-                      max_archive_bytes=s.max_archive_bytes, subject=subject)  # fmt: skip
+    items = from_path(
+        folder,
+        max_file_bytes=s.max_file_bytes,
+        max_archive_bytes=s.max_archive_bytes,
+        subject=subject,
+    )
     console.rule(f"ingest {folder} -> gallery {gallery!r}")
     render.ingest_report(console, app.ingest(items, gallery, command="facetrace demo"))
 

@@ -14,7 +14,7 @@ backends' own (HOG: SVM margin, > 0 is a detection; CNN: MMOD confidence).
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -24,6 +24,7 @@ from facetrace.models import CNN_DETECTOR, model_file
 from facetrace.records import Box, Detection
 
 MERGE_IOU = 0.3
+CONTAINED = 0.5
 
 
 class Detector(Protocol):
@@ -42,14 +43,14 @@ class HogDetector:
     def __init__(self, upsample: int = 1, threshold: float = 0.0) -> None:
         self.upsample = upsample
         self.threshold = threshold
-        self._model: object | None = None
+        self._model: Any = None
 
     def detect(self, pixels: np.ndarray) -> list[Detection]:
         import dlib
 
         if self._model is None:
             self._model = dlib.get_frontal_face_detector()
-        rects, scores, _ = self._model.run(pixels, self.upsample, self.threshold)  # type: ignore[attr-defined]
+        rects, scores, _ = self._model.run(pixels, self.upsample, self.threshold)
         h, w = pixels.shape[:2]
         return [
             Detection(clip_box(Box(r.left(), r.top(), r.right() + 1, r.bottom() + 1), w, h), s)
@@ -64,14 +65,14 @@ class CnnDetector:
 
     def __init__(self, upsample: int = 1) -> None:
         self.upsample = upsample
-        self._model: object | None = None
+        self._model: Any = None
 
     def detect(self, pixels: np.ndarray) -> list[Detection]:
         import dlib
 
         if self._model is None:
             self._model = dlib.cnn_face_detection_model_v1(str(model_file(CNN_DETECTOR)))
-        found = self._model(pixels, self.upsample)  # type: ignore[operator]
+        found = self._model(pixels, self.upsample)
         h, w = pixels.shape[:2]
         out = []
         for d in found:
@@ -107,9 +108,20 @@ def find_faces(
 
 
 def merge_detections(found: list[Detection], iou: float = MERGE_IOU) -> list[Detection]:
-    """Greedy non-maximum suppression: keep the best-scoring of overlapping boxes."""
+    """Greedy non-maximum suppression: keep the best-scoring of overlapping boxes.
+
+    Two boxes are one face when their IoU is at least ``iou``, or, when they were found at
+    different rotations, when most of the smaller lies inside the larger (a turned copy
+    of a face often yields a smaller, shifted box around the same face).
+    """
     kept: list[Detection] = []
     for det in sorted(found, key=lambda d: (-d.score, d.rotation)):
-        if all(det.box.iou(k.box) < iou for k in kept):
+        if not any(_same_face(det, k, iou) for k in kept):
             kept.append(det)
     return kept
+
+
+def _same_face(a: Detection, b: Detection, iou: float) -> bool:
+    if a.box.iou(b.box) >= iou:
+        return True
+    return a.rotation != b.rotation and a.box.overlap_of_smaller(b.box) >= CONTAINED

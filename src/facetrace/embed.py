@@ -12,7 +12,7 @@ dlib's distance 0.6 corresponds to a cosine similarity of about 0.90.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -39,7 +39,7 @@ class DlibEmbedder:
 
     def __init__(self, jitters: int = 0) -> None:
         self.jitters = jitters
-        self._net: object | None = None
+        self._net: Any = None
 
     def embed(self, chips: list[np.ndarray]) -> np.ndarray:
         """Raw (unnormalised) float32 vectors, one row per chip."""
@@ -50,9 +50,9 @@ class DlibEmbedder:
         if self._net is None:
             self._net = dlib.face_recognition_model_v1(str(model_file(RECOGNITION)))
         if self.jitters:
-            rows = [self._net.compute_face_descriptor(c, self.jitters) for c in chips]  # type: ignore[attr-defined]
+            rows = [self._net.compute_face_descriptor(c, self.jitters) for c in chips]
         else:
-            rows = self._net.compute_face_descriptor(chips)  # type: ignore[attr-defined]
+            rows = self._net.compute_face_descriptor(chips)
         return np.asarray([np.asarray(r) for r in rows], dtype=np.float32)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from sqlalchemy.orm import Session
 
 from facetrace import store
@@ -69,7 +70,7 @@ class GalleryIndexes:
         self.save(gallery, model, index)
         return index
 
-    def add(self, gallery: Gallery, model: str, index: VectorIndex, ids, vectors) -> None:  # type: ignore[no-untyped-def]
+    def add(self, index: VectorIndex, ids: np.ndarray, vectors: np.ndarray) -> None:
         """Add freshly stored faces (ids ascending) to an index loaded by ``load``."""
         if len(ids):
             index.add(ids, vectors)

@@ -7,6 +7,8 @@ left, and ``w, h`` are the width and height of the *original* (unturned) image.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from facetrace.records import Box
 
 ROTATIONS = (0, 90, 180, 270)
@@ -38,7 +40,9 @@ def from_rotated(x: float, y: float, w: int, h: int, rotation: int) -> tuple[flo
     raise ValueError(f"rotation must be one of {ROTATIONS}, not {rotation}")
 
 
-def _map_box(box: Box, fn, w: int, h: int, rotation: int) -> Box:  # type: ignore[no-untyped-def]
+def _map_box(
+    box: Box, fn: Callable[..., tuple[float, float]], w: int, h: int, rotation: int
+) -> Box:
     xa, ya = fn(box.left, box.top, w, h, rotation)
     xb, yb = fn(box.right, box.bottom, w, h, rotation)
     return Box(

@@ -96,9 +96,13 @@ class Ingester:
     """Runs one ingest batch into one gallery."""
 
     def __init__(
-        self, settings: Settings, sessions: sessionmaker, indexes: GalleryIndexes,
-        workers: int | None = None, on_progress: Progress | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        settings: Settings,
+        sessions: sessionmaker,
+        indexes: GalleryIndexes,
+        workers: int | None = None,
+        on_progress: Progress | None = None,
+    ) -> None:
         self.settings = settings
         self.sessions = sessions
         self.indexes = indexes
@@ -142,12 +146,12 @@ class Ingester:
             self._fail(item.meta.path, exc.reason)
             return None
         sha = sha256_hex(data)
-        if sha in self.known:
-            self.report.already_in_gallery += 1
-            self._tick()
-            return None
         if sha in self.seen:
             self.report.duplicates_in_run += 1
+            self._tick()
+            return None
+        if sha in self.known:
+            self.report.already_in_gallery += 1
             self._tick()
             return None
         self.seen.add(sha)
@@ -209,7 +213,7 @@ class Ingester:
         self.known.add(result.sha256)
         if result.faces:
             vectors = np.stack([f.embedding for f in result.faces])
-            self.indexes.add(self.gallery, self.model, self.index, np.asarray(ids), vectors)
+            self.indexes.add(self.index, np.asarray(ids), vectors)
         else:
             self.report.no_face.append(item.meta.path)
         self.report.images_added += 1

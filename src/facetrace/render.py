@@ -42,7 +42,9 @@ def faces(console: Console, image: AnalysedImage) -> None:
         table.add_column(col)
     for i, f in enumerate(image.faces, 1):
         d = face_dict(f)
-        table.add_row(str(i), str(d["box"]), f"{f.quality.detector_score:.2f}", _quality(d["quality"]))
+        table.add_row(
+            str(i), str(d["box"]), f"{f.quality.detector_score:.2f}", _quality(d["quality"])
+        )
     console.print(table)
 
 
@@ -60,9 +62,13 @@ def search_result(console: Console, result: SearchResult) -> None:
             table.add_column(col)
         for rank, c in enumerate(cands, 1):
             table.add_row(
-                str(rank), escape(c.subject or "(unnamed)"), f"{c.score:.3f}",
-                escape(c.gallery), escape(c.image), escape(c.source_url or ""),
-            )  # fmt: skip
+                str(rank),
+                escape(c.subject or "(unnamed)"),
+                f"{c.score:.3f}",
+                escape(c.gallery),
+                escape(c.image),
+                escape(c.source_url or ""),
+            )
         console.print(table)
 
 

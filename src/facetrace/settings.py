@@ -39,7 +39,9 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("index_backend", "FACETRACE_INDEX", "Vector index backend: usearch (ANN) or exact."),
     Setting("detector", "FACETRACE_DETECTOR", "Face detector: hog (fast) or cnn (dlib MMOD)."),
-    Setting("upsample", "FACETRACE_UPSAMPLE", "Times the detector upsamples (finds smaller faces)."),
+    Setting(
+        "upsample", "FACETRACE_UPSAMPLE", "Times the detector upsamples (finds smaller faces)."
+    ),
     Setting(
         "detect_max_side",
         "FACETRACE_DETECT_MAX_SIDE",
@@ -83,7 +85,9 @@ class Settings:
 
     def __post_init__(self) -> None:
         if self.detector not in DETECTORS:
-            raise ConfigError(f"detector must be one of {', '.join(DETECTORS)}, not {self.detector!r}")
+            raise ConfigError(
+                f"detector must be one of {', '.join(DETECTORS)}, not {self.detector!r}"
+            )
         if self.index_backend not in INDEX_BACKENDS:
             raise ConfigError(
                 f"index backend must be one of {', '.join(INDEX_BACKENDS)}, "

@@ -32,8 +32,13 @@ from facetrace.store import ImageMeta
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 MANIFEST_FIELDS = (
-    "subject", "source_url", "captured_at", "notes", "source_description", "legal_basis",
-)  # fmt: skip
+    "subject",
+    "source_url",
+    "captured_at",
+    "notes",
+    "source_description",
+    "legal_basis",
+)
 SKIP_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
 
 
@@ -68,9 +73,13 @@ def _failed(path: str, reason: str) -> Item:
 
 
 def from_path(
-    root: Path, *, max_file_bytes: int, max_archive_bytes: int, subject: str | None = None,
+    root: Path,
+    *,
+    max_file_bytes: int,
+    max_archive_bytes: int,
+    subject: str | None = None,
     common: dict[str, Any] | None = None,
-) -> Iterator[Item]:  # fmt: skip
+) -> Iterator[Item]:
     """Items for a file, a folder (recursively, sorted) or an archive."""
     common = common or {}
     if is_archive(root) and root.is_file():
@@ -96,7 +105,9 @@ def _reader(path: Path, max_file_bytes: int) -> Callable[[], bytes]:
     return lambda: read_file(path, max_file_bytes=max_file_bytes)
 
 
-def from_manifest(manifest: Path, *, max_file_bytes: int, common: dict[str, Any] | None = None) -> Iterator[Item]:
+def from_manifest(
+    manifest: Path, *, max_file_bytes: int, common: dict[str, Any] | None = None
+) -> Iterator[Item]:
     """Items listed in a CSV or JSONL manifest."""
     common = common or {}
     for line_no, row in _manifest_rows(manifest):
@@ -111,9 +122,12 @@ def from_manifest(manifest: Path, *, max_file_bytes: int, common: dict[str, Any]
         values = {k: v for k, v in values.items() if v is not None}
         extra = {k: v for k, v in row.items() if k not in (*MANIFEST_FIELDS, "path") and v}
         meta = ImageMeta(
-            path=str(path), subject=_text(row.get("subject")), provenance="manifest",
-            attributes=extra, **values,
-        )  # fmt: skip
+            path=str(path),
+            subject=_text(row.get("subject")),
+            provenance="manifest",
+            attributes=extra,
+            **values,
+        )
         yield Item(meta, _reader(path, max_file_bytes))
 
 
@@ -149,9 +163,12 @@ def _manifest_rows(manifest: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def from_archive(
-    archive: Path, max_file_bytes: int, max_archive_bytes: int, subject: str | None,
+    archive: Path,
+    max_file_bytes: int,
+    max_archive_bytes: int,
+    subject: str | None,
     common: dict[str, Any],
-) -> Iterator[Item]:  # fmt: skip
+) -> Iterator[Item]:
     """Items for the regular-file members of a zip or tar archive, safely."""
     try:
         members = (
@@ -201,7 +218,12 @@ def _zip_members(archive: Path) -> Iterator[Member]:
             error = _unsafe(info.filename) or (
                 "symbolic link in archive; refused" if mode == 0o120000 else None
             )
-            yield info.filename, info.file_size, error, _zip_reader(archive, info.filename, info.file_size)
+            yield (
+                info.filename,
+                info.file_size,
+                error,
+                _zip_reader(archive, info.filename, info.file_size),
+            )
 
 
 def _zip_reader(archive: Path, name: str, size: int) -> Callable[[], bytes]:
@@ -228,8 +250,7 @@ def _tar_members(archive: Path, max_file_bytes: int) -> Iterator[Member]:
             if error is None and info.size <= max_file_bytes:
                 fh = tf.extractfile(info)
                 data = fh.read() if fh is not None else b""
-            yield info.name, info.size, error, (lambda d=data: d)
-
+            yield info.name, info.size, error, _constant(data)
 
 
 def count_items(paths: list[Path], manifest: Path | None) -> int | None:
@@ -252,3 +273,7 @@ def count_items(paths: list[Path], manifest: Path | None) -> int | None:
         return total
     except (OSError, zipfile.BadZipFile, tarfile.TarError, EOFError, FacetraceError):
         return None
+
+
+def _constant(data: bytes) -> Callable[[], bytes]:
+    return lambda: data

@@ -163,7 +163,9 @@ def add_image(
     session.add(row)
     session.flush()
     named = subject_face(image) if meta.subject else None
-    subject = _subject(session, gallery_id, meta.subject, meta.attributes) if named is not None else None
+    subject = None
+    if named is not None and meta.subject:
+        subject = _subject(session, gallery_id, meta.subject, meta.attributes)
     ids = []
     for i, face in enumerate(image.faces):
         f = FaceRow(
@@ -182,11 +184,15 @@ def add_image(
         session.flush()
         ids.append(f.id)
         if subject is not None and i == named:
-            session.add(FaceSubject(face_id=f.id, subject_id=subject.id, provenance=meta.provenance))
+            session.add(
+                FaceSubject(face_id=f.id, subject_id=subject.id, provenance=meta.provenance)
+            )
     return ids
 
 
-def record_failure(session: Session, gallery_id: int, batch_id: int, path: str, reason: str) -> None:
+def record_failure(
+    session: Session, gallery_id: int, batch_id: int, path: str, reason: str
+) -> None:
     session.add(IngestFailure(gallery_id=gallery_id, batch_id=batch_id, path=path, reason=reason))
 
 
@@ -292,9 +298,7 @@ def forget_subject(session: Session, gallery: Gallery, name: str) -> list[int]:
     face_ids = list(
         session.scalars(select(FaceSubject.face_id).where(FaceSubject.subject_id == subject.id))
     )
-    image_ids = set(
-        session.scalars(select(FaceRow.image_id).where(FaceRow.id.in_(face_ids)))
-    )
+    image_ids = set(session.scalars(select(FaceRow.image_id).where(FaceRow.id.in_(face_ids))))
     session.execute(delete(FaceSubject).where(FaceSubject.subject_id == subject.id))
     session.execute(delete(FaceRow).where(FaceRow.id.in_(face_ids)))
     for image_id in image_ids:

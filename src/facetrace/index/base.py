@@ -156,7 +156,8 @@ def empty_results(m: int, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def corrupt(path: Path, reason: str) -> IndexCorruptError:
-    """The error for a damaged index file, with the way out."""
+    """The error for a damaged index file, with the way out (always one line)."""
+    reason = " ".join(reason.split())
     return IndexCorruptError(f"index file is damaged ({reason}); {REBUILD_HINT}", path=path)
 
 

@@ -1,0 +1,1 @@
+"""Alembic migrations of the facetrace database (applied by ``facetrace.db.migrate``)."""

@@ -1,0 +1,1 @@
+"""facetrace tests: real photos, real databases, the real CLI."""
