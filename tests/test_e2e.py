@@ -10,9 +10,9 @@ import json
 from pathlib import Path
 
 import pytest
-from tests.conftest import run_cli
 
 from facetrace.search import SAME_PERSON_THRESHOLD
+from tests.conftest import run_cli
 
 EXPECTED = {
     "alex_lacamoire1.jpg": {"alex_lacamoire"},
@@ -133,3 +133,13 @@ def test_forget_removes_from_database_and_index(
         assert store.face_count(s, g.id, "dlib_resnet_v1") == 7
     code, _, err = run_cli("--data", str(data), "forget", "-g", "known", "-s", "obama")
     assert code == 5 and "no subject named 'obama'" in err
+
+
+def test_demo_without_the_shared_photos(tmp_path: Path) -> None:
+    """On a machine without ../shared/faces the demo uses scikit-image's NASA portrait."""
+    env = {"FACETRACE_FACES": str(tmp_path / "none")}
+    code, out, err = run_cli("--data", str(tmp_path / "d"), "demo", env=env)
+    assert code == 0, err
+    assert "Eileen Collins" in out and "no face found" in out and "not an identification" in out
+    code, out, err = run_cli("--data", str(tmp_path / "d"), "demo", env=env)
+    assert code == 0 and "1 already in the gallery" in out

@@ -378,3 +378,12 @@ def test_mapped_index_saves_over_its_own_files(backend: str, tmp_path: Path) -> 
     assert mapped.search(vectors[3], 1)[0][0, 0] == 10
     again = open_index(backend, path, DIM)
     assert len(again) == 50 and again.meta == {"generation": 2}
+
+
+def test_every_vector_finds_itself(backend: str) -> None:
+    # usearch's concurrent inserts once left some vectors unreachable; see usearch_index.
+    vectors = faces(3000, people=150, seed=7)
+    index = create_index(backend, DIM)
+    index.add(np.arange(3000), vectors)
+    ids, _ = index.search(vectors, 1)
+    assert (ids[:, 0] == np.arange(3000)).all()

@@ -15,6 +15,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
 from tests.conftest import run_cli
 
 PEOPLE = ["Ariel_Sharon", "Colin_Powell", "Gerhard_Schroeder", "Hugo_Chavez", "Tony_Blair"]
@@ -54,6 +55,24 @@ def index_size(data: Path) -> int:
         return len(app.indexes.load(s, g, "dlib_resnet_v1"))
 
 
+def assert_gone(pids: list[int], seconds: float = 10.0) -> None:
+    """Worker processes leave when their main process is killed outright."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        alive = [p for p in pids if Path(f"/proc/{p}").exists() and "Z" not in _state(p)]
+        if not alive:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"worker processes outlived their killed parent: {alive}")
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return "Z"
+
+
 def test_killed_ingest_resumes_without_loss_or_duplicates(faces_dir: Path, tmp_path: Path) -> None:
     photos = lfw_folder(faces_dir, tmp_path / "photos", per_person=8)
     data = tmp_path / "data"
@@ -66,8 +85,10 @@ def test_killed_ingest_resumes_without_loss_or_duplicates(faces_dir: Path, tmp_p
         if (data / "facetrace.db").exists() and counts(data)["images"] >= 8:
             break
         time.sleep(0.2)
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    assert_gone([int(c) for c in children])
     partial = counts(data)
     assert 8 <= partial["images"] < 40, "the kill should land mid-run"
     code, out, err = run_cli("--data", str(data), "ingest", str(photos), "-g", "g", "--json")

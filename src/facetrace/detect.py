@@ -25,6 +25,9 @@ from facetrace.records import Box, Detection
 
 MERGE_IOU = 0.3
 CONTAINED = 0.5
+# Faces found only on a turned copy must score at least this (HOG margin): three extra
+# searches triple the chances of a false detection, and weak ones are mostly wrong.
+TURNED_MIN_SCORE = 0.3
 
 
 class Detector(Protocol):
@@ -51,9 +54,8 @@ class HogDetector:
         if self._model is None:
             self._model = dlib.get_frontal_face_detector()
         rects, scores, _ = self._model.run(pixels, self.upsample, self.threshold)
-        h, w = pixels.shape[:2]
         return [
-            Detection(clip_box(Box(r.left(), r.top(), r.right() + 1, r.bottom() + 1), w, h), s)
+            Detection(Box(r.left(), r.top(), r.right() + 1, r.bottom() + 1), s)
             for r, s in zip(rects, scores, strict=True)
         ]
 
@@ -73,11 +75,10 @@ class CnnDetector:
         if self._model is None:
             self._model = dlib.cnn_face_detection_model_v1(str(model_file(CNN_DETECTOR)))
         found = self._model(pixels, self.upsample)
-        h, w = pixels.shape[:2]
         out = []
         for d in found:
             r = d.rect
-            box = clip_box(Box(r.left(), r.top(), r.right() + 1, r.bottom() + 1), w, h)
+            box = Box(r.left(), r.top(), r.right() + 1, r.bottom() + 1)
             out.append(Detection(box, float(d.confidence)))
         return out
 
@@ -92,7 +93,12 @@ def make_detector(name: str, upsample: int) -> Detector:
 def find_faces(
     pixels: np.ndarray, detector: Detector, *, max_side: int, rotations: bool = False
 ) -> list[Detection]:
-    """Every face in ``pixels``, boxes in its coordinates, best detector score first."""
+    """Every face in ``pixels``, best detector score first.
+
+    Boxes are in the coordinates of ``pixels`` as the detector drew them: they may cross
+    the image border (alignment works best from the detector's own box); clip them with
+    ``facetrace.geometry.clip_box`` for display.
+    """
     h, w = pixels.shape[:2]
     small, factor = downscale(pixels, max_side)
     sh, sw = small.shape[:2]
@@ -100,9 +106,10 @@ def find_faces(
     for rotation in ROTATIONS if rotations else (0,):
         turned = rotate(small, rotation)
         for det in detector.detect(turned):
-            box = box_from_rotated(det.box, sw, sh, rotation)
-            box = scale_box(box, 1.0 / factor, w, h)
-            if box.width > 1 and box.height > 1:
+            if rotation and det.score < TURNED_MIN_SCORE:
+                continue
+            box = scale_box(box_from_rotated(det.box, sw, sh, rotation), 1.0 / factor)
+            if clip_box(box, w, h).width > 1 and clip_box(box, w, h).height > 1:
                 found.append(Detection(box, det.score, rotation))
     return merge_detections(found)
 

@@ -63,17 +63,13 @@ def box_from_rotated(box: Box, w: int, h: int, rotation: int) -> Box:
     return _map_box(box, from_rotated, w, h, rotation)
 
 
-def scale_box(box: Box, factor: float, w: int, h: int) -> Box:
-    """``box`` multiplied by ``factor`` and clipped to a ``w`` x ``h`` image."""
-    return clip_box(
-        Box(
-            int(round(box.left * factor)),
-            int(round(box.top * factor)),
-            int(round(box.right * factor)),
-            int(round(box.bottom * factor)),
-        ),
-        w,
-        h,
+def scale_box(box: Box, factor: float) -> Box:
+    """``box`` with every coordinate multiplied by ``factor``."""
+    return Box(
+        int(round(box.left * factor)),
+        int(round(box.top * factor)),
+        int(round(box.right * factor)),
+        int(round(box.bottom * factor)),
     )
 
 

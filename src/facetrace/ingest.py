@@ -17,7 +17,9 @@ listed in the report; the batch always goes on.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -75,7 +77,15 @@ def _init_worker(settings: Settings) -> None:
     if multiprocessing.parent_process() is not None:
         # Ctrl-C is the main process's to handle; workers just stop with the pool.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # A main process killed outright (kill -9) cannot stop its pool: leave with it.
+        threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     _worker = Analyzer.from_settings(settings)
+
+
+def _exit_with_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
 
 
 def _analyse(data: bytes, source: str) -> AnalysedImage | str:

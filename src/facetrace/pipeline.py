@@ -4,7 +4,8 @@
 ``Analyzer`` is cheap to build and each worker process builds its own. Faces come back in
 reading order (left to right, then top to bottom), boxes and landmarks in original pixels.
 Faces found on a turned copy of the image (see ``facetrace.detect``) are aligned and
-embedded on that upright copy.
+embedded on that upright copy. Landmarks are predicted from the detector's own box, even
+where it crosses the image border; the box reported is clipped to the image.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from facetrace.align import Aligner
 from facetrace.decode import decode_bytes, read_file, rotate, sha256_hex
 from facetrace.detect import Detector, find_faces, make_detector
 from facetrace.embed import DlibEmbedder, Embedder
-from facetrace.geometry import box_to_rotated, from_rotated
+from facetrace.geometry import box_to_rotated, clip_box, from_rotated
 from facetrace.quality import assess
 from facetrace.records import AnalysedImage, DecodedImage, Face
 from facetrace.settings import Settings
@@ -60,9 +61,10 @@ class Analyzer:
                 turned[det.rotation] = rotate(pixels, det.rotation)
             box_r = box_to_rotated(det.box, w, h, det.rotation)
             aligned = self.aligner.align(turned[det.rotation], box_r)
-            quality = assess(det.box, aligned.chip, aligned.landmarks, det.score, det.rotation)
+            shown = clip_box(det.box, w, h)
+            quality = assess(shown, aligned.chip, aligned.landmarks, det.score, det.rotation)
             points = tuple(from_rotated(x, y, w, h, det.rotation) for x, y in aligned.landmarks)
-            pending.append((det.box, points, quality, aligned.chip))
+            pending.append((shown, points, quality, aligned.chip))
         vectors = self.embedder.embed([p[3] for p in pending])
         faces = [
             Face(box, points, quality, vec, self.embedder.model)

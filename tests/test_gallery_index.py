@@ -1,0 +1,103 @@
+"""The index follows the database: caught up after an interrupted ingest, rebuilt after
+deletions behind its back, refused when damaged, and never searched across models.
+
+These tests write faces with made-up vectors straight through ``facetrace.store`` (a real
+SQLite file), so they need no model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import delete
+
+from facetrace import store
+from facetrace.app import Facetrace
+from facetrace.db import FaceRow
+from facetrace.errors import IndexCorruptError, ModelMismatchError
+from facetrace.records import AnalysedImage, Box, Face, Quality
+from facetrace.search import Searcher
+from facetrace.settings import Settings
+
+MODEL = "dlib_resnet_v1"
+Q = Quality(100, 100.0, 1.0, 0.0, 0.0)
+
+
+def image(i: int, vec: np.ndarray, model: str = MODEL) -> AnalysedImage:
+    face = Face(Box(0, 0, 100, 100), ((0.0, 0.0),) * 5, Q, vec.astype(np.float32), model)
+    return AnalysedImage(f"img{i}.jpg", f"{i:064x}", 200, 200, "JPEG", (face,))
+
+
+@pytest.fixture()
+def app(tmp_path: Path) -> Facetrace:
+    return Facetrace(Settings.load(env={}, data_dir=tmp_path / "data"))
+
+
+def fill(app: Facetrace, n: int, start: int = 0, model: str = MODEL) -> np.ndarray:
+    rng = np.random.default_rng(start)
+    vecs = rng.normal(size=(n, 128)).astype(np.float32)
+    with app.sessions.begin() as s:
+        g = store.get_or_create_gallery(s, "g")
+        batch = store.start_batch(s, g, "test")
+        for i, v in enumerate(vecs, start):
+            meta = store.ImageMeta(path=f"img{i}.jpg", subject=f"person {i}")
+            store.add_image(s, g.id, batch.id, image(i, v, model), meta)
+    return vecs
+
+
+def load(app: Facetrace):  # type: ignore[no-untyped-def]
+    with app.sessions() as s:
+        return app.indexes.load(s, store.get_gallery(s, "g"), MODEL)
+
+
+def test_index_catches_up_with_faces_stored_after_its_last_save(app: Facetrace) -> None:
+    fill(app, 20)
+    assert len(load(app)) == 20  # built and saved
+    vecs = fill(app, 5, start=20)  # stored, e.g. by a run killed before saving its index
+    index = load(app)
+    assert len(index) == 25
+    ids, scores = index.search(vecs[2], 1)
+    assert scores[0, 0] > 0.999
+
+
+def test_index_is_rebuilt_when_faces_vanish_behind_its_back(app: Facetrace) -> None:
+    fill(app, 10)
+    load(app)
+    with app.sessions.begin() as s:
+        s.execute(delete(FaceRow).where(FaceRow.id <= 3))
+    index = load(app)
+    assert len(index) == 7 and set(index.ids().tolist()) == set(range(4, 11))
+
+
+def test_damaged_index_is_refused_then_rebuilt_by_reindex(app: Facetrace) -> None:
+    fill(app, 10)
+    load(app)
+    with app.sessions() as s:
+        path = app.indexes.path(store.get_gallery(s, "g"), MODEL)
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    with pytest.raises(IndexCorruptError, match="reindex"):
+        load(app)
+    assert app.reindex() == {"g": 10}
+    assert len(load(app)) == 10
+
+
+def test_search_refuses_a_gallery_of_another_model(app: Facetrace) -> None:
+    fill(app, 3, model="other_model_v2")
+    probe = image(99, np.ones(128, np.float32))
+    searcher = Searcher(app.analyzer, app.sessions, app.indexes)
+    with pytest.raises(ModelMismatchError, match="other_model_v2"):
+        searcher.search_faces(probe, None, 5)
+
+
+def test_search_ranks_subjects_and_forget_is_immediate(app: Facetrace) -> None:
+    vecs = fill(app, 30)
+    probe = image(99, vecs[7] + 0.01)
+    searcher = Searcher(app.analyzer, app.sessions, app.indexes)
+    result = searcher.search_faces(probe, ["g"], 5)
+    cands = result.faces[0][1]
+    assert [c.subject for c in cands][0] == "person 7" and len(cands) == 5
+    assert app.forget("g", "person 7") == 1
+    cands = searcher.search_faces(probe, ["g"], 5).faces[0][1]
+    assert "person 7" not in [c.subject for c in cands]
+    assert result.to_dict()["galleries"] == [{"name": "g", "faces": 30}]

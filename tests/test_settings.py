@@ -1,0 +1,40 @@
+"""Settings: declared once, documented in the README, flags over variables over defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from facetrace.errors import ConfigError
+from facetrace.settings import SETTINGS, Settings
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_every_setting_is_documented_in_the_readme() -> None:
+    text = README.read_text()
+    missing = [s.env for s in SETTINGS if f"`{s.env}`" not in text]
+    assert missing == [], f"settings missing from the README: {missing}"
+
+
+def test_precedence_and_types(tmp_path: Path) -> None:
+    env = {
+        "FACETRACE_DATA": str(tmp_path),
+        "FACETRACE_UPSAMPLE": "2",
+        "FACETRACE_PROBE_ROTATIONS": "0",
+    }
+    s = Settings.load(env=env)
+    assert s.data_dir == tmp_path and s.upsample == 2 and s.probe_rotations is False
+    assert Settings.load(env=env, upsample=0).upsample == 0
+    assert s.db_url == f"sqlite:///{tmp_path / 'facetrace.db'}"
+
+
+@pytest.mark.parametrize(
+    "env",
+    [{"FACETRACE_UPSAMPLE": "x"}, {"FACETRACE_INDEX": "faiss"}, {"FACETRACE_WORKERS": "0"},
+     {"FACETRACE_PROBE_ROTATIONS": "maybe"}, {"FACETRACE_MAX_PIXELS": "-1"}],
+)  # fmt: skip
+def test_bad_values_are_config_errors(env: dict[str, str]) -> None:
+    with pytest.raises(ConfigError):
+        Settings.load(env=env)
