@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import faces_root
 from facetrace.decode import (
     decode_bytes,
     decode_file,
@@ -37,6 +36,7 @@ from facetrace.errors import (
     UnreadableFileError,
 )
 from facetrace.records import DecodedImage
+from tests.conftest import faces_root
 
 MAX_PIXELS = 100_000_000
 MAX_FILE_BYTES = 200 * 1024 * 1024

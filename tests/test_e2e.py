@@ -59,6 +59,7 @@ def test_every_test_photo_finds_the_right_person_first(
         assert len(face["box"]) == 4 and "face_px" in face["quality"]
         best = face["candidates"][0]
         assert set(best) >= {"subject", "score", "gallery", "image", "source_url"}
+        assert "face_px" in best["quality"]
         assert best["gallery"] == "known"
         scores = [c["score"] for c in face["candidates"]]
         assert scores == sorted(scores, reverse=True)

@@ -43,6 +43,7 @@ class Candidate:
     source_url: str | None
     face_id: int
     box: list[int]
+    quality: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -53,6 +54,7 @@ class Candidate:
             "source_url": self.source_url,
             "face_id": self.face_id,
             "box": self.box,
+            "quality": self.quality,
         }
 
 
@@ -163,7 +165,14 @@ def _candidates(
         seen.add(key)
         out.append(
             Candidate(
-                info.subject, score, info.gallery, info.image, info.source_url, face_id, info.box
+                info.subject,
+                score,
+                info.gallery,
+                info.image,
+                info.source_url,
+                face_id,
+                info.box,
+                info.quality,
             )
         )
         if len(out) == k:
