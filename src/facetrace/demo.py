@@ -75,12 +75,15 @@ def _demo_packaged(app: Facetrace, console: Console) -> None:
     folder = app.settings.data_dir / "demo-photos"
     (folder / "gallery").mkdir(parents=True, exist_ok=True)
     astronaut = Image.fromarray(data.astronaut())
-    astronaut.save(folder / "gallery" / "eileen_collins.png")
-    probe = astronaut.transpose(Image.Transpose.FLIP_LEFT_RIGHT).resize((400, 400))
-    probe.save(folder / "probe.jpg", quality=85)
+    # The gallery photo is the top of the portrait; the probe, a different crop of it,
+    # mirrored, smaller and saved as JPEG. (The full portrait also has a face-like mission
+    # patch, which HOG finds too.)
+    astronaut.crop((0, 0, 512, 300)).save(folder / "gallery" / "eileen_collins.png")
+    probe = astronaut.crop((120, 30, 420, 300)).transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    probe.resize((200, 180)).save(folder / "probe.jpg", quality=85)
     Image.fromarray(data.coffee()).save(folder / "coffee.jpg")
     _ingest(app, console, folder / "gallery", "demo", subject="Eileen Collins")
-    console.rule("search a mirrored, smaller copy of the portrait")
+    console.rule("search with another crop of the portrait, mirrored and smaller")
     render.search_result(console, app.search(folder / "probe.jpg", ["demo"], k=3))
     console.rule("a photo with no face")
     render.faces(console, app.faces(folder / "coffee.jpg"))
