@@ -33,7 +33,7 @@ class GalleryIndexes:
         self.dim = dim
 
     def path(self, gallery: Gallery, model: str) -> Path:
-        return self.index_dir / f"gallery-{gallery.id}-{model}.{self.backend}"
+        return self.index_dir / f"gallery-{gallery.id}-{model}-{self.backend}.index"
 
     def load(self, session: Session, gallery: Gallery, model: str) -> VectorIndex:
         """The gallery's index for ``model``, consistent with the database."""

@@ -58,8 +58,10 @@ def search_result(console: Console, result: SearchResult) -> None:
     for i, (face, cands) in enumerate(result.faces, 1):
         d = face_dict(face)
         table = Table(title=f"face {i} at {d['box']}: {_quality(d['quality'])}")
-        for col in ("rank", "subject", "score", "gallery", "image", "source"):
+        for col in ("rank", "subject", "score", "gallery"):
             table.add_column(col)
+        table.add_column("image", overflow="fold")
+        table.add_column("source", overflow="fold")
         for rank, c in enumerate(cands, 1):
             table.add_row(
                 str(rank),

@@ -4,8 +4,9 @@ Metric ``cos`` on unit vectors, so ``score = 1 - distance`` is the cosine simila
 (``ip`` would be as good for f32/f16 but gives meaningless scores with i8 quantisation).
 Vectors are stored as ``f32`` by default; ``f16`` halves memory at no measured cost in
 recall; ``i8`` quarters it but its scores are off by up to 1e-2, which reorders close
-dlib faces (see docs/index-backends.md). Graph: connectivity 16,
-expansion_add 128, expansion_search 64; a search asking for more than
+dlib faces (see docs/index-backends.md). Graph: connectivity 16, expansion_add 128,
+expansion_search 256 (at 100k face-like vectors, 64 found 97.2% of same-person matches
+and 256 found 99.4%, for about 1 ms a query); a search asking for more than
 ``expansion_search`` results widens its breadth to ``k``.
 
 Upsert is remove-then-add (usearch refuses duplicate keys). usearch keeps removed
@@ -60,7 +61,7 @@ class UsearchIndex:
         dtype: str = "f32",
         connectivity: int = 16,
         expansion_add: int = 128,
-        expansion_search: int = 64,
+        expansion_search: int = 256,
         threads: int = 0,
         add_threads: int = 1,
         meta: dict[str, Any] | None = None,
