@@ -267,3 +267,17 @@ def test_single_file_commands_fail_cleanly(
 def test_usage_errors_point_to_help(tmp_path: Path) -> None:
     code, _, err = run_cli("--data", str(tmp_path), "--detector", "bogus", "galleries")
     assert code == 2 and "'bogus' is not one of 'hog', 'cnn'" in err and "Traceback" not in err
+
+
+def test_two_ingests_into_one_gallery_at_once(faces_dir: Path, tmp_path: Path) -> None:
+    """Overlapping folders ingested concurrently: each photo once, index in step."""
+    photos = lfw_folder(faces_dir, tmp_path / "photos", per_person=4)
+    data = tmp_path / "data"
+    cmd = [sys.executable, "-m", "facetrace", "--data", str(data), "ingest", str(photos), "-g", "g"]
+    env = {**os.environ, "FACETRACE_WORKERS": "1"}
+    run_cli("--data", str(data), "galleries")  # create the database first
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL) for _ in range(2)]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    got = counts(data)
+    assert got["images"] == got["distinct_sha"] == 20
+    assert index_size(data) == got["faces"]

@@ -13,6 +13,7 @@ So a search never uses an index that disagrees with the database.
 
 from __future__ import annotations
 
+import fcntl
 from pathlib import Path
 
 import numpy as np
@@ -77,9 +78,17 @@ class GalleryIndexes:
             index.meta["max_id"] = max(int(index.meta.get("max_id", 0)), int(max(ids)))
 
     def save(self, gallery: Gallery, model: str, index: VectorIndex) -> None:
+        """Save under an exclusive lock, so that processes saving the same index (two
+        ingests, or a search that caught up) never interleave their files."""
         self.index_dir.mkdir(parents=True, exist_ok=True)
         index.meta.update(model=model, generation=gallery.generation)
-        index.save(self.path(gallery, model))
+        path = self.path(gallery, model)
+        with open(path.with_name(path.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                index.save(path)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     def delete(self, gallery: Gallery, model: str) -> None:
         for f in index_files(self.path(gallery, model)):

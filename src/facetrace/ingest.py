@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from facetrace import store
@@ -218,8 +219,14 @@ class Ingester:
             self._fail(item.meta.path, result)
             return
         s: Session
-        with self.sessions.begin() as s:
-            ids = store.add_image(s, self.gallery.id, self.report.batch_id, result, item.meta)
+        try:
+            with self.sessions.begin() as s:
+                ids = store.add_image(s, self.gallery.id, self.report.batch_id, result, item.meta)
+        except IntegrityError:
+            # Another ingest into this gallery stored the same bytes a moment ago.
+            self.report.already_in_gallery += 1
+            self._tick()
+            return
         self.known.add(result.sha256)
         if result.faces:
             vectors = np.stack([f.embedding for f in result.faces])
