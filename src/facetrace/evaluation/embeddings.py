@@ -18,6 +18,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,7 +127,7 @@ def embed_photos(
     settings: Settings,
     *,
     workers: int = 1,
-    progress=None,  # type: ignore[no-untyped-def]
+    progress: Callable[[int], None] | None = None,
 ) -> EvalFaces:
     """Vectors for ``paths``, from the cache when they were computed before."""
     cache_dir = settings.data_dir / "eval-cache"
