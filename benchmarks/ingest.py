@@ -57,8 +57,20 @@ def run_peer(paths: list[Path], workers: int) -> tuple[float, dict[str, list]]:
 
 
 def run_facetrace(folder: Path, data: Path, workers: int) -> float:
-    cmd = [sys.executable, "-m", "facetrace", "--data", str(data), "ingest", str(folder),
-           "-g", "bench", "--workers", str(workers), "--json"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "facetrace",
+        "--data",
+        str(data),
+        "ingest",
+        str(folder),
+        "-g",
+        "bench",
+        "--workers",
+        str(workers),
+        "--json",
+    ]
     start = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - start

@@ -129,9 +129,10 @@ def test_forget_removes_from_database_and_index(
         from facetrace import store
 
         g = store.get_gallery(s, "known")
-        index = GalleryIndexes(app.settings.index_dir, "usearch").load(s, g, "dlib_resnet_v1")
+        model = app.analyzer.model
+        index = GalleryIndexes(app.settings.index_dir, "usearch").load(s, g, model)
         assert len(index) == 7
-        assert store.face_count(s, g.id, "dlib_resnet_v1") == 7
+        assert store.face_count(s, g.id, model) == 7
     code, _, err = run_cli("--data", str(data), "forget", "-g", "known", "-s", "obama")
     assert code == 5 and "no subject named 'obama'" in err
 

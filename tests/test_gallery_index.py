@@ -20,7 +20,7 @@ from facetrace.records import AnalysedImage, Box, Face, Quality
 from facetrace.search import Searcher
 from facetrace.settings import Settings
 
-MODEL = "dlib_resnet_v1"
+MODEL = "dlib_resnet_v1_flip" if Settings.load(env={}, data_dir="/x").flip else "dlib_resnet_v1"
 Q = Quality(100, 100.0, 1.0, 0.0, 0.0)
 
 
@@ -95,9 +95,9 @@ def test_search_ranks_subjects_and_forget_is_immediate(app: Facetrace) -> None:
     probe = image(99, vecs[7] + 0.01)
     searcher = Searcher(app.analyzer, app.sessions, app.indexes)
     result = searcher.search_faces(probe, ["g"], 5)
-    cands = result.faces[0][1]
+    cands = result.faces[0].candidates
     assert [c.subject for c in cands][0] == "person 7" and len(cands) == 5
     assert app.forget("g", "person 7") == 1
-    cands = searcher.search_faces(probe, ["g"], 5).faces[0][1]
+    cands = searcher.search_faces(probe, ["g"], 5).faces[0].candidates
     assert "person 7" not in [c.subject for c in cands]
     assert result.to_dict()["galleries"] == [{"name": "g", "faces": 30}]

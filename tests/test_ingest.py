@@ -52,7 +52,7 @@ def index_size(data: Path) -> int:
     app = Facetrace(Settings.load(env={}, data_dir=data))
     with app.sessions() as s:
         g = store.get_gallery(s, "g")
-        return len(app.indexes.load(s, g, "dlib_resnet_v1"))
+        return len(app.indexes.load(s, g, app.analyzer.model))
 
 
 def assert_gone(pids: list[int], seconds: float = 10.0) -> None:

@@ -10,8 +10,10 @@ import pytest
 
 from facetrace.decode import decode_file, rotate
 from facetrace.embed import cosine
+from facetrace.pipeline import Analyzer
 from facetrace.records import Box, DecodedImage
 from facetrace.search import SAME_PERSON_THRESHOLD, compare, main_face
+from facetrace.settings import Settings
 
 BIG = {"max_pixels": 200_000_000, "max_file_bytes": 1 << 30}
 
@@ -25,14 +27,15 @@ def test_compare_same_and_different(analyzer, faces_dir: Path) -> None:
     assert same.to_dict()["threshold"] == SAME_PERSON_THRESHOLD
 
 
-def test_embedding_matches_dlib_directly(analyzer, faces_dir: Path) -> None:
+def test_embedding_matches_dlib_directly(faces_dir: Path) -> None:
     """Our chip + descriptor equal dlib's own compute_face_descriptor(image, shape)."""
     import dlib
 
     from facetrace.models import LANDMARKS_5, RECOGNITION, model_file
 
+    plain = Analyzer.from_settings(Settings.load(env={}, data_dir="/x", flip=False))
     _, img = decode_file(faces_dir / "face_recognition" / "examples" / "obama.jpg", **BIG)
-    face = analyzer.faces(img)[0]
+    face = plain.faces(img)[0]
     sp = dlib.shape_predictor(str(model_file(LANDMARKS_5)))
     net = dlib.face_recognition_model_v1(str(model_file(RECOGNITION)))
     b = face.box
@@ -40,6 +43,18 @@ def test_embedding_matches_dlib_directly(analyzer, faces_dir: Path) -> None:
     ref = np.asarray(net.compute_face_descriptor(img.pixels, shape), np.float32)
     assert np.abs(ref - face.embedding).max() < 1e-5
     assert face.model == "dlib_resnet_v1"
+
+
+def test_flip_embedding_is_the_mean_of_the_chip_and_its_mirror(analyzer, faces_dir: Path) -> None:
+    from facetrace.embed import DlibEmbedder, normalise
+
+    _, img = decode_file(faces_dir / "face_recognition" / "examples" / "obama.jpg", **BIG)
+    chip = analyzer.aligner.align(img.pixels, analyzer.faces(img)[0].box).chip
+    plain = DlibEmbedder(flip=False)
+    flipped = DlibEmbedder(flip=True)
+    both = normalise(plain.embed([chip, np.ascontiguousarray(chip[:, ::-1])]))
+    assert np.allclose(flipped.embed([chip])[0], both[0] + both[1], atol=1e-6)
+    assert flipped.model == "dlib_resnet_v1_flip" and plain.model == "dlib_resnet_v1"
 
 
 @pytest.mark.parametrize("rotation", [90, 180, 270])

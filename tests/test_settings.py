@@ -32,9 +32,14 @@ def test_precedence_and_types(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "env",
-    [{"FACETRACE_UPSAMPLE": "x"}, {"FACETRACE_INDEX": "faiss"}, {"FACETRACE_WORKERS": "0"},
-     {"FACETRACE_PROBE_ROTATIONS": "maybe"}, {"FACETRACE_MAX_PIXELS": "-1"}],
-)  # fmt: skip
+    [
+        {"FACETRACE_UPSAMPLE": "x"},
+        {"FACETRACE_INDEX": "faiss"},
+        {"FACETRACE_WORKERS": "0"},
+        {"FACETRACE_PROBE_ROTATIONS": "maybe"},
+        {"FACETRACE_MAX_PIXELS": "-1"},
+    ],
+)
 def test_bad_values_are_config_errors(env: dict[str, str]) -> None:
     with pytest.raises(ConfigError):
         Settings.load(env=env)

@@ -16,6 +16,7 @@ import numpy as np
 from sqlalchemy.orm import sessionmaker
 
 from facetrace import store
+from facetrace.calibration import find_calibration
 from facetrace.db import open_database
 from facetrace.gallery_index import GalleryIndexes
 from facetrace.ingest import Ingester, IngestReport, Progress
@@ -57,8 +58,14 @@ class Facetrace:
         return ingester.run(items, gallery, command)
 
     def search(self, photo: Path, galleries: list[str] | None = None, k: int = 10) -> SearchResult:
+        model = self.analyzer.model
         searcher = Searcher(
-            self.analyzer, self.sessions, self.indexes, self.settings.probe_rotations
+            self.analyzer,
+            self.sessions,
+            self.indexes,
+            self.settings.probe_rotations,
+            find_calibration(self.settings.data_dir, model),
+            self.settings.target_fpir,
         )
         return searcher.search(photo, galleries, k)
 

@@ -23,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from facetrace import render
 from facetrace.app import Facetrace
+from facetrace.cli_eval import calibrate_cmd, eval_group
 from facetrace.errors import FacetraceError
 from facetrace.settings import DETECTORS, INDEX_BACKENDS, Settings
 from facetrace.sources import Item, count_items, from_manifest, from_path
@@ -274,6 +275,10 @@ def demo(ctx: click.Context) -> None:
     from facetrace.demo import run_demo
 
     run_demo(_app(ctx), out)
+
+
+cli.add_command(eval_group)
+cli.add_command(calibrate_cmd)
 
 
 def main(argv: list[str] | None = None) -> int:

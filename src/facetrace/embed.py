@@ -28,25 +28,35 @@ class Embedder(Protocol):
     model: str
     dim: int
 
+    @property
+    def variant(self) -> str: ...
+
     def embed(self, chips: list[np.ndarray]) -> np.ndarray: ...
 
 
 class DlibEmbedder:
-    """dlib's ResNet face descriptor, weights from face-recognition-models."""
+    """dlib's ResNet face descriptor, weights from face-recognition-models.
 
-    model = DLIB_MODEL
+    With ``flip`` (test-time augmentation) a face's vector is the sum of the unit vectors
+    of its chip and of the chip mirrored left to right: a different model as far as
+    stored vectors go (``dlib_resnet_v1_flip``), never mixed with plain ones.
+    """
+
     dim = 128
 
-    def __init__(self, jitters: int = 0) -> None:
+    def __init__(self, jitters: int = 0, flip: bool = False) -> None:
         self.jitters = jitters
+        self.flip = flip
+        self.model = DLIB_MODEL + ("_flip" if flip else "")
         self._net: Any = None
 
-    def embed(self, chips: list[np.ndarray]) -> np.ndarray:
-        """Raw (unnormalised) float32 vectors, one row per chip."""
+    @property
+    def variant(self) -> str:
+        return "flip" if self.flip else "plain"
+
+    def _raw(self, chips: list[np.ndarray]) -> np.ndarray:
         import dlib
 
-        if not chips:
-            return np.zeros((0, self.dim), np.float32)
         if self._net is None:
             self._net = dlib.face_recognition_model_v1(str(model_file(RECOGNITION)))
         if self.jitters:
@@ -54,6 +64,16 @@ class DlibEmbedder:
         else:
             rows = self._net.compute_face_descriptor(chips)
         return np.asarray([np.asarray(r) for r in rows], dtype=np.float32)
+
+    def embed(self, chips: list[np.ndarray]) -> np.ndarray:
+        """float32 vectors, one row per chip (raw dlib output unless ``flip``)."""
+        if not chips:
+            return np.zeros((0, self.dim), np.float32)
+        if not self.flip:
+            return self._raw(chips)
+        mirrored = [np.ascontiguousarray(c[:, ::-1]) for c in chips]
+        both = normalise(self._raw(chips + mirrored))
+        return both[: len(chips)] + both[len(chips) :]
 
 
 def normalise(vectors: np.ndarray) -> np.ndarray:

@@ -40,6 +40,7 @@ class Analyzer:
     def from_settings(cls, settings: Settings) -> Analyzer:
         return cls(
             detector=make_detector(settings.detector, settings.upsample),
+            embedder=DlibEmbedder(flip=settings.flip),
             max_side=settings.detect_max_side,
             max_pixels=settings.max_pixels,
             max_file_bytes=settings.max_file_bytes,

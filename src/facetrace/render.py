@@ -55,18 +55,31 @@ def search_result(console: Console, result: SearchResult) -> None:
     if not result.faces:
         console.print(f"{escape(result.probe)}: no face found in the photo")
         return
-    for i, (face, cands) in enumerate(result.faces, 1):
+    if result.calibration is None:
+        console.print("[yellow]no calibration for this model: scores carry no false match rate[/]")
+    for i, fm in enumerate(result.faces, 1):
+        face, cands = fm.face, fm.candidates
         d = face_dict(face)
-        table = Table(title=f"face {i} at {d['box']}: {_quality(d['quality'])}")
-        for col in ("rank", "subject", "score", "gallery"):
+        table = Table(
+            title=f"face {i} at {d['box']}: {_quality(d['quality'])}\n"
+            f"[bold]{fm.outcome}[/]: {escape(fm.reason)}"
+        )
+        for col in ("rank", "subject", "score", "FMR", "expected strangers", "gallery"):
             table.add_column(col)
         table.add_column("image", overflow="fold")
         table.add_column("source", overflow="fold")
         for rank, c in enumerate(cands, 1):
+            fmr = "-" if c.fmr is None else ("<" if c.fmr_is_upper_bound else "") + f"{c.fmr:.1e}"
+            strangers = (
+                "-" if c.expected_false_matches is None else f"{c.expected_false_matches:.2g}"
+            )
+            mark = "" if c.above_threshold is not False else " [dim](below threshold)[/]"
             table.add_row(
                 str(rank),
-                escape(c.subject or "(unnamed)"),
+                escape(c.subject or "(unnamed)") + mark,
                 f"{c.score:.3f}",
+                fmr,
+                strangers,
                 escape(c.gallery),
                 escape(c.image),
                 escape(c.source_url or ""),

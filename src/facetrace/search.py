@@ -6,13 +6,22 @@ in [-1, 1], higher is more alike. ``SAME_PERSON_THRESHOLD`` is the score above w
 the README. A search returns, per face found in the probe, the ``k`` best *subjects*
 (each with its best-scoring gallery face); faces with no subject count one by one.
 
+Open-set decision (the outcome words of INTERPOL's face identification): with the
+calibration of the model (``facetrace.calibration``), each search sets the threshold that
+gives the configured false positive identification rate (``target_fpir``) for the number
+of gallery faces searched. Each candidate carries its estimated false match rate (FMR)
+and the expected number of strangers scoring as high in galleries of that size; each
+probe face gets an outcome: ``potential candidate`` (at least one candidate at or above
+the threshold), ``no candidate`` (none), or ``inconclusive`` (the probe face is too small
+or too blurred to rely on, whatever the scores).
+
 A candidate is a lead for a trained person to verify, never an identification:
 ``LEAD_NOTICE`` travels with every result.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +29,19 @@ import numpy as np
 from sqlalchemy.orm import sessionmaker
 
 from facetrace import store
+from facetrace.calibration import Calibration
 from facetrace.embed import check_same_model, cosine
 from facetrace.errors import NoFaceError
 from facetrace.gallery_index import GalleryIndexes
 from facetrace.index.base import VectorIndex
 from facetrace.pipeline import Analyzer
+from facetrace.quality import BLUR, SMALL_PX
 from facetrace.records import AnalysedImage, Face
 
-SAME_PERSON_THRESHOLD = 0.9025
+# 1:1 thresholds per model, chosen on LFW View 1 (benchmarks/threshold_view1.py).
+SAME_PERSON_THRESHOLDS = {"dlib_resnet_v1": 0.9025, "dlib_resnet_v1_flip": 0.9025}
+SAME_PERSON_THRESHOLD = SAME_PERSON_THRESHOLDS["dlib_resnet_v1_flip"]
+POTENTIAL, NONE, INCONCLUSIVE = "potential candidate", "no candidate", "inconclusive"
 LEAD_NOTICE = (
     "A candidate is a lead to be verified by a trained examiner, not an identification. "
     "Never notify anyone on a face match alone."
@@ -44,6 +58,10 @@ class Candidate:
     face_id: int
     box: list[int]
     quality: dict[str, Any]
+    fmr: float | None = None
+    fmr_is_upper_bound: bool = False
+    expected_false_matches: float | None = None
+    above_threshold: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -55,6 +73,10 @@ class Candidate:
             "face_id": self.face_id,
             "box": self.box,
             "quality": self.quality,
+            "fmr": self.fmr,
+            "fmr_is_upper_bound": self.fmr_is_upper_bound,
+            "expected_false_matches": self.expected_false_matches,
+            "above_threshold": self.above_threshold,
         }
 
 
@@ -67,24 +89,90 @@ def face_dict(face: Face) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class FaceMatches:
+    """One probe face, its candidates and the open-set outcome."""
+
+    face: Face
+    candidates: list[Candidate]
+    outcome: str
+    reason: str
+    threshold: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **face_dict(self.face),
+            "outcome": self.outcome,
+            "outcome_reason": self.reason,
+            "threshold": self.threshold,
+            "candidates": [c.to_dict() for c in self.candidates],
+        }
+
+
+@dataclass(frozen=True)
 class SearchResult:
     probe: str
     model: str
     galleries: dict[str, int]
-    faces: list[tuple[Face, list[Candidate]]]
+    faces: list[FaceMatches]
+    target_fpir: float | None = None
+    calibration: str | None = None
+
+    @property
+    def faces_searched(self) -> int:
+        return sum(self.galleries.values())
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "probe": self.probe,
             "model": self.model,
             "galleries": [{"name": n, "faces": c} for n, c in self.galleries.items()],
+            "faces_searched": self.faces_searched,
+            "target_fpir": self.target_fpir,
+            "calibration": self.calibration,
             "notice": LEAD_NOTICE,
             "message": None if self.faces else "no face found in the photo",
-            "faces": [
-                {**face_dict(f), "candidates": [c.to_dict() for c in cands]}
-                for f, cands in self.faces
-            ],
+            "faces": [f.to_dict() for f in self.faces],
         }
+
+
+def inconclusive_reason(face: Face) -> str | None:
+    """Why a probe face is too poor to rely on, or None."""
+    q = face.quality
+    if q.face_px < SMALL_PX:
+        return f"probe face too small ({q.face_px} px < {SMALL_PX})"
+    if q.sharpness < BLUR:
+        return f"probe face too blurred (sharpness {q.sharpness} < {BLUR})"
+    return None
+
+
+def decide(
+    face: Face, cands: list[Candidate], calib: Calibration | None, fpir: float, n: int
+) -> FaceMatches:
+    """Attach FMRs and the open-set outcome to a face's candidates."""
+    if calib is None:
+        return FaceMatches(face, cands, INCONCLUSIVE, "no calibration for this model", None)
+    threshold = calib.threshold_for_fpir(fpir, n)
+    scored = []
+    for c in cands:
+        fmr, bound = calib.fmr_at(c.score)
+        scored.append(
+            replace(
+                c,
+                fmr=fmr,
+                fmr_is_upper_bound=bound,
+                expected_false_matches=fmr * n,
+                above_threshold=c.score >= threshold,
+            )
+        )
+    above = sum(bool(c.above_threshold) for c in scored)
+    poor = inconclusive_reason(face)
+    if poor:
+        return FaceMatches(face, scored, INCONCLUSIVE, poor, threshold)
+    if above:
+        why = f"{above} candidate(s) at or above the threshold {threshold:.4f}"
+        return FaceMatches(face, scored, POTENTIAL, why, threshold)
+    why = f"no candidate reaches the threshold {threshold:.4f} (target FPIR {fpir:g}, {n:,} faces)"
+    return FaceMatches(face, scored, NONE, why, threshold)
 
 
 class Searcher:
@@ -96,11 +184,15 @@ class Searcher:
         sessions: sessionmaker,
         indexes: GalleryIndexes,
         rotations: bool = True,
+        calibration: Calibration | None = None,
+        target_fpir: float = 0.01,
     ) -> None:
         self.analyzer = analyzer
         self.sessions = sessions
         self.indexes = indexes
         self.rotations = rotations
+        self.calibration = calibration
+        self.target_fpir = target_fpir
 
     def search(self, photo: Path, galleries: list[str] | None = None, k: int = 10) -> SearchResult:
         image = self.analyzer.analyse_file(photo, rotations=self.rotations)
@@ -129,7 +221,11 @@ class Searcher:
                 hits.sort(key=lambda h: -h[1])
                 infos = store.face_infos(s, [fid for fid, _ in hits])
                 results.append((face, _candidates(hits, infos, k)))
-        return SearchResult(image.source, model, {n: len(i) for n, i in opened.items()}, results)
+        sizes = {n: len(i) for n, i in opened.items()}
+        total = sum(sizes.values())
+        decided = [decide(f, c, self.calibration, self.target_fpir, total) for f, c in results]
+        source = self.calibration.source if self.calibration else None
+        return SearchResult(image.source, model, sizes, decided, self.target_fpir, source)
 
 
 def _top_subject_hits(
@@ -225,11 +321,13 @@ def compare(
     b: Path,
     *,
     rotations: bool = True,
-    threshold: float = SAME_PERSON_THRESHOLD,
+    threshold: float | None = None,
 ) -> Comparison:
     """1:1: are the largest faces of two photos the same person?"""
     img_a = analyzer.analyse_file(a, rotations=rotations)
     img_b = analyzer.analyse_file(b, rotations=rotations)
     fa, fb = main_face(img_a), main_face(img_b)
     check_same_model(fa.model, fb.model, "second photo")
+    if threshold is None:
+        threshold = SAME_PERSON_THRESHOLDS.get(fa.model, SAME_PERSON_THRESHOLD)
     return Comparison(cosine(fa.embedding, fb.embedding), threshold, img_a, img_b, fa, fb)

@@ -60,6 +60,16 @@ SETTINGS: tuple[Setting, ...] = (
         "Also look for faces turned 90/180/270 degrees in probe photos (1 or 0).",
     ),
     Setting("workers", "FACETRACE_WORKERS", "Worker processes for ingest (default: all cores)."),
+    Setting(
+        "flip",
+        "FACETRACE_FLIP",
+        "Mirror test-time augmentation of embeddings (1 or 0); a different model id.",
+    ),
+    Setting(
+        "target_fpir",
+        "FACETRACE_TARGET_FPIR",
+        "Open-set search: the false positive identification rate the threshold aims at.",
+    ),
 )
 
 
@@ -82,6 +92,8 @@ class Settings:
     max_archive_bytes: int = 20 * 1024**3
     probe_rotations: bool = True
     workers: int = max(1, os.cpu_count() or 1)
+    flip: bool = True
+    target_fpir: float = 0.01
 
     def __post_init__(self) -> None:
         if self.detector not in DETECTORS:
@@ -101,6 +113,8 @@ class Settings:
                 raise ConfigError(f"{name} must be positive")
         if self.workers < 1:
             raise ConfigError("workers must be at least 1")
+        if not 0 < self.target_fpir < 1:
+            raise ConfigError("target FPIR must be between 0 and 1")
 
     @property
     def db_url(self) -> str:
@@ -133,6 +147,8 @@ def _convert(setting: Setting, type_name: str, raw: str) -> Any:
     try:
         if type_name == "int":
             return int(raw)
+        if type_name == "float":
+            return float(raw)
         if type_name == "bool":
             if raw.lower() in ("1", "true", "yes", "on"):
                 return True

@@ -22,11 +22,12 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from facetrace.decode import decode_file
-from facetrace.detect import CnnDetector
+from facetrace.detect import CnnDetector, find_faces
 from facetrace.embed import normalise
 from facetrace.errors import FacetraceError
 from facetrace.geometry import clip_box
@@ -89,10 +90,10 @@ def embed_one(path: str) -> tuple[str, np.ndarray | None, np.ndarray | None, int
         _, img = decode_file(Path(path), max_pixels=an.max_pixels, max_file_bytes=an.max_file_bytes)
     except FacetraceError:
         return "error", None, None, 0, 0.0
-    faces = an.faces(img)
+    boxes = [d.box for d in find_faces(img.pixels, an.detector, max_side=an.max_side)]
     found_by = "hog"
-    if faces:
-        box = _nearest_centre([f.box for f in faces], img)
+    if boxes:
+        box = _nearest_centre(boxes, img)
     else:
         cnn = [d.box for d in _cnn.detect(img.pixels)]
         found_by, box = ("cnn", _nearest_centre(cnn, img)) if cnn else ("centre", _central(img))
@@ -111,15 +112,34 @@ def embed_one(path: str) -> tuple[str, np.ndarray | None, np.ndarray | None, int
     )
 
 
-def _key(paths: list[str], settings: Settings) -> str:
-    h = hashlib.sha256()
-    h.update(
-        json.dumps([settings.detector, settings.upsample, settings.detect_max_side, "v1"]).encode()
-    )
-    for p in paths:
-        st = os.stat(p)
-        h.update(f"{p}\0{st.st_size}\0{int(st.st_mtime)}\n".encode())
-    return h.hexdigest()[:24]
+def _settings_key(settings: Settings) -> str:
+    key = json.dumps([settings.detector, settings.upsample, settings.detect_max_side, "v1"])
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _stat_key(path: str) -> str:
+    st = os.stat(path)
+    return f"{path}\0{st.st_size}\0{st.st_mtime_ns}"
+
+
+_FIELDS = ("plain", "flip", "found_by", "face_px", "sharpness")
+
+
+def _load_cache(cache: Path) -> dict[str, tuple[Any, ...]]:
+    if not cache.is_file():
+        return {}
+    z = np.load(cache, allow_pickle=False)
+    cols = [z[f] for f in _FIELDS]
+    return {k: tuple(c[i] for c in cols) for i, k in enumerate(z["keys"])}
+
+
+def _save_cache(cache: Path, rows: dict[str, tuple[Any, ...]]) -> None:
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    keys = list(rows)
+    cols = {f: np.array([rows[k][i] for k in keys]) for i, f in enumerate(_FIELDS)}
+    tmp = cache.with_name(cache.stem + ".tmp.npz")
+    np.savez(tmp, keys=np.array(keys), **cols)  # type: ignore[arg-type]
+    os.replace(tmp, cache)
 
 
 def embed_photos(
@@ -129,45 +149,42 @@ def embed_photos(
     workers: int = 1,
     progress: Callable[[int], None] | None = None,
 ) -> EvalFaces:
-    """Vectors for ``paths``, from the cache when they were computed before."""
-    cache_dir = settings.data_dir / "eval-cache"
-    cache = cache_dir / f"{_key(paths, settings)}.npz"
-    if cache.is_file():
-        z = np.load(cache, allow_pickle=False)
-        return EvalFaces(
-            list(z["paths"]),
-            z["plain"],
-            z["flip"],
-            list(z["found_by"]),
-            z["face_px"],
-            z["sharpness"],
-        )
-    n = len(paths)
-    plain = np.zeros((n, 128), np.float32)
-    flip = np.zeros((n, 128), np.float32)
-    found_by = ["error"] * n
-    face_px = np.zeros(n, np.int32)
-    sharp = np.zeros(n, np.float32)
+    """Vectors for ``paths``; photos embedded before (same file, same settings) come from
+    the cache in ``<data>/eval-cache``, the others are embedded and added to it."""
+    cache = settings.data_dir / "eval-cache" / f"faces-{_settings_key(settings)}.npz"
+    rows = _load_cache(cache)
+    keys = [_stat_key(p) for p in paths]
+    todo = [(k, p) for k, p in zip(keys, paths, strict=True) if k not in rows]
+    if progress is not None and len(todo) < len(paths):
+        progress(len(paths) - len(todo))
 
-    def take(i: int, r: tuple[str, np.ndarray | None, np.ndarray | None, int, float]) -> None:
-        found_by[i], face_px[i], sharp[i] = r[0], r[3], r[4]
-        if r[1] is not None and r[2] is not None:
-            plain[i], flip[i] = r[1], r[2]
+    def take(key: str, r: tuple[str, np.ndarray | None, np.ndarray | None, int, float]) -> None:
+        zero = np.zeros(128, np.float32)
+        plain = r[1] if r[1] is not None else zero
+        flip = r[2] if r[2] is not None else zero
+        rows[key] = (plain.astype(np.float32), flip.astype(np.float32), r[0], r[3], r[4])
         if progress is not None:
             progress(1)
 
-    if workers <= 1:
+    if todo and workers <= 1:
         _init(settings)
-        for i, p in enumerate(paths):
-            take(i, embed_one(p))
-    else:
+        for k, p in todo:
+            take(k, embed_one(p))
+    elif todo:
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(workers, ctx, initializer=_init, initargs=(settings,)) as pool:
-            for i, r in enumerate(pool.map(embed_one, paths, chunksize=16)):
-                take(i, r)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp.npz")
-    np.savez(tmp, paths=np.array(paths), plain=plain, flip=flip, found_by=np.array(found_by),
-             face_px=face_px, sharpness=sharp)  # fmt: skip
-    os.replace(tmp, cache)
-    return EvalFaces(paths, plain, flip, found_by, face_px, sharp)
+            for (k, _), r in zip(
+                todo, pool.map(embed_one, [p for _, p in todo], chunksize=16), strict=True
+            ):
+                take(k, r)
+    if todo:
+        _save_cache(cache, rows)
+    got = [rows[k] for k in keys]
+    return EvalFaces(
+        paths=list(paths),
+        plain=np.stack([g[0] for g in got]) if got else np.zeros((0, 128), np.float32),
+        flip=np.stack([g[1] for g in got]) if got else np.zeros((0, 128), np.float32),
+        found_by=[str(g[2]) for g in got],
+        face_px=np.array([g[3] for g in got], np.int32),
+        sharpness=np.array([g[4] for g in got], np.float32),
+    )
