@@ -1,5 +1,9 @@
 """Ingest speed against the ``face_recognition`` package, same dlib model, same cores.
 
+facetrace runs twice: with ``FACETRACE_FLIP=0`` (exactly the peer's model; its embeddings
+are compared with the peer's) and with its default mirror augmentation (two embeddings
+a face).
+
 On the same LFW images (default 1,000, spread over the whole set), in one run:
 - ``facetrace ingest`` (the real CLI, a fresh data directory, ``--workers N``), and
 - the peer: ``face_recognition.load_image_file`` + ``face_locations`` (HOG, upsample 1)
@@ -56,7 +60,7 @@ def run_peer(paths: list[Path], workers: int) -> tuple[float, dict[str, list]]:
     }
 
 
-def run_facetrace(folder: Path, data: Path, workers: int) -> float:
+def run_facetrace(folder: Path, data: Path, workers: int, flip: bool) -> float:
     cmd = [
         sys.executable,
         "-m",
@@ -71,8 +75,9 @@ def run_facetrace(folder: Path, data: Path, workers: int) -> float:
         str(workers),
         "--json",
     ]
+    env = {**os.environ, "FACETRACE_FLIP": "1" if flip else "0"}
     start = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
     return time.perf_counter() - start
 
 
@@ -112,8 +117,9 @@ def main() -> None:
         for p in paths:
             (folder / p.parent.name).mkdir(parents=True, exist_ok=True)
             (folder / p.parent.name / p.name).symlink_to(p)
-        ft_seconds = run_facetrace(folder, Path(tmp) / "data", args.workers)
+        ft_seconds = run_facetrace(folder, Path(tmp) / "data", args.workers, flip=False)
         ours = facetrace_faces(Path(tmp) / "data", folder)
+        flip_seconds = run_facetrace(folder, Path(tmp) / "flip", args.workers, flip=True)
     peer_seconds, peer = run_peer(paths, args.workers)
 
     ours_n = sum(len(v) for v in ours.values())
@@ -141,10 +147,15 @@ def main() -> None:
     print(f"{'':24}{'seconds':>9}{'images/s':>10}{'faces/s':>9}{'faces':>7}")
     for name, secs, faces in (
         ("facetrace ingest", ft_seconds, ours_n),
+        ("facetrace ingest (flip)", flip_seconds, ours_n),
         ("face_recognition 1.3.0", peer_seconds, peer_n),
     ):
         print(f"{name:24}{secs:9.1f}{n / secs:10.2f}{faces / secs:9.2f}{faces:7d}")
     print(f"speed ratio facetrace / face_recognition (images/s): {peer_seconds / ft_seconds:.2f}")
+    print(
+        f"with mirror augmentation (the default, 2 embeddings a face): {peer_seconds / flip_seconds:.2f}"
+    )
+    print("embeddings below: facetrace with FACETRACE_FLIP=0, the same model as the peer")
     print(f"faces found by both: {matched}")
     for border, label in ((False, "inside the image"), (True, "box crossing the border")):
         worst = max(diffs[border], default=float("nan"))

@@ -67,6 +67,15 @@ def test_every_test_photo_finds_the_right_person_first(
         tops.append((best["subject"], best["score"]))
     strong = {s for s, score in tops if score >= SAME_PERSON_THRESHOLD}
     assert strong == EXPECTED[photo], tops
+    assert result["target_fpir"] == 0.01 and result["faces_searched"] == 9
+    for face in result["faces"]:
+        best = face["candidates"][0]
+        assert 0 < best["fmr"] <= 1 and best["expected_false_matches"] == best["fmr"] * 9
+        above = any(c["above_threshold"] for c in face["candidates"])
+        if face["outcome"] != "inconclusive":
+            assert face["outcome"] == ("potential candidate" if above else "no candidate")
+        if best["subject"] in EXPECTED[photo] and best["score"] >= SAME_PERSON_THRESHOLD:
+            assert face["outcome"] == "potential candidate", face
 
 
 def test_compare_cli(faces_dir: Path, tmp_path: Path) -> None:

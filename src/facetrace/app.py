@@ -70,7 +70,10 @@ class Facetrace:
         return searcher.search(photo, galleries, k)
 
     def compare(self, a: Path, b: Path) -> Comparison:
-        return compare(self.analyzer, a, b, rotations=self.settings.probe_rotations)
+        calibration = find_calibration(self.settings.data_dir, self.analyzer.model)
+        return compare(
+            self.analyzer, a, b, rotations=self.settings.probe_rotations, calibration=calibration
+        )
 
     def faces(self, photo: Path) -> AnalysedImage:
         return self.analyzer.analyse_file(photo, rotations=self.settings.probe_rotations)

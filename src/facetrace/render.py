@@ -90,7 +90,9 @@ def search_result(console: Console, result: SearchResult) -> None:
 def comparison(console: Console, result: Comparison) -> None:
     verdict = "same person" if result.same_person else "different people"
     console.print(
-        f"{verdict}: score {result.score:.3f} (threshold {result.threshold}; "
+        f"{verdict}: score {result.score:.3f} (threshold {result.threshold}"
+        + (f"; false match rate at this score {result.fmr:.1e}" if result.fmr is not None else "")
+        + "; "
         f"faces found: {len(result.a.faces)} and {len(result.b.faces)}, largest compared)"
     )
     console.print(f"[yellow]{LEAD_NOTICE}[/]")

@@ -284,6 +284,7 @@ class Comparison:
     b: AnalysedImage
     face_a: Face
     face_b: Face
+    fmr: float | None = None
 
     @property
     def same_person(self) -> bool:
@@ -294,6 +295,7 @@ class Comparison:
             "same_person": self.same_person,
             "score": round(self.score, 4),
             "threshold": self.threshold,
+            "fmr": self.fmr,
             "notice": LEAD_NOTICE,
             "a": {
                 "photo": self.a.source,
@@ -322,6 +324,7 @@ def compare(
     *,
     rotations: bool = True,
     threshold: float | None = None,
+    calibration: Calibration | None = None,
 ) -> Comparison:
     """1:1: are the largest faces of two photos the same person?"""
     img_a = analyzer.analyse_file(a, rotations=rotations)
@@ -330,4 +333,6 @@ def compare(
     check_same_model(fa.model, fb.model, "second photo")
     if threshold is None:
         threshold = SAME_PERSON_THRESHOLDS.get(fa.model, SAME_PERSON_THRESHOLD)
-    return Comparison(cosine(fa.embedding, fb.embedding), threshold, img_a, img_b, fa, fb)
+    score = cosine(fa.embedding, fb.embedding)
+    fmr = calibration.fmr_at(score)[0] if calibration is not None else None
+    return Comparison(score, threshold, img_a, img_b, fa, fb, fmr)
