@@ -152,9 +152,8 @@ def main() -> None:
     ):
         print(f"{name:24}{secs:9.1f}{n / secs:10.2f}{faces / secs:9.2f}{faces:7d}")
     print(f"speed ratio facetrace / face_recognition (images/s): {peer_seconds / ft_seconds:.2f}")
-    print(
-        f"with mirror augmentation (the default, 2 embeddings a face): {peer_seconds / flip_seconds:.2f}"
-    )
+    ratio = peer_seconds / flip_seconds
+    print(f"with mirror augmentation (the default, 2 embeddings a face): {ratio:.2f}")
     print("embeddings below: facetrace with FACETRACE_FLIP=0, the same model as the peer")
     print(f"faces found by both: {matched}")
     for border, label in ((False, "inside the image"), (True, "box crossing the border")):
