@@ -52,8 +52,9 @@ def search_result(console: Console, result: SearchResult) -> None:
     console.print(f"[bold yellow]{LEAD_NOTICE}[/]")
     searched = ", ".join(f"{escape(n)} ({c} faces)" for n, c in result.galleries.items())
     console.print(f"searched: {searched or 'no gallery'}; model {result.model}")
+    if result.message:
+        console.print(f"{escape(result.probe)}: {result.message}")
     if not result.faces:
-        console.print(f"{escape(result.probe)}: no face found in the photo")
         return
     if result.calibration is None:
         console.print("[yellow]no calibration for this model: scores carry no false match rate[/]")

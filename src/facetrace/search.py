@@ -39,7 +39,7 @@ from facetrace.quality import BLUR, SMALL_PX
 from facetrace.records import AnalysedImage, Face
 
 # 1:1 thresholds per model, chosen on LFW View 1 (benchmarks/threshold_view1.py).
-SAME_PERSON_THRESHOLDS = {"dlib_resnet_v1": 0.9025, "dlib_resnet_v1_flip": 0.9025}
+SAME_PERSON_THRESHOLDS = {"dlib_resnet_v1": 0.9043, "dlib_resnet_v1_flip": 0.9128}
 SAME_PERSON_THRESHOLD = SAME_PERSON_THRESHOLDS["dlib_resnet_v1_flip"]
 POTENTIAL, NONE, INCONCLUSIVE = "potential candidate", "no candidate", "inconclusive"
 LEAD_NOTICE = (
@@ -121,6 +121,14 @@ class SearchResult:
     def faces_searched(self) -> int:
         return sum(self.galleries.values())
 
+    @property
+    def message(self) -> str | None:
+        if not self.faces:
+            return "no face found in the photo"
+        if not self.faces_searched:
+            return "no gallery face to search: ingest photos first (facetrace ingest)"
+        return None
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "probe": self.probe,
@@ -130,7 +138,7 @@ class SearchResult:
             "target_fpir": self.target_fpir,
             "calibration": self.calibration,
             "notice": LEAD_NOTICE,
-            "message": None if self.faces else "no face found in the photo",
+            "message": self.message,
             "faces": [f.to_dict() for f in self.faces],
         }
 

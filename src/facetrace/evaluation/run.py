@@ -4,6 +4,7 @@ embed (cached), score, summarise, and write ``summary.json`` and PNG plots to a 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -144,6 +145,19 @@ def run_calibrate(
         n_gen += len(g)
         n_imp += len(i)
     fitted = cal.fit(imp, n_imp, gen, n_gen, model, f"{images} ({len(ok)} photos, {variant})")
+    # Real searches: a gallery of one photo per person (seed 1, not the seed-0 split that
+    # `eval identify` reports on), non-mated probes from the people left out.
+    sp = identify.split(photos, seed=1)
+    r = identify.evaluate(faces, sp, variant)
+    if r.get("nonmated_searches"):
+        factor, ratios = cal.search_ratios(fitted, r["_nonmated_top"], r["gallery_size"])
+        fitted = dataclasses.replace(
+            fitted,
+            search_factor=factor,
+            search_ratio=ratios,
+            search_gallery_size=r["gallery_size"],
+            search_nonmated=r["nonmated_searches"],
+        )
     path = target or cal.calibration_file(settings.data_dir, model)
     fitted.save(path)
     return fitted, path
