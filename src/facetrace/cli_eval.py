@@ -46,13 +46,12 @@ def _print_rows(title: str, rows: dict[str, dict[str, Any]], keys: list[str]) ->
     from rich.table import Table
 
     table = Table(title=title)
-    table.add_column("variant")
+    table.add_column("metric")
+    for name in rows:
+        table.add_column(name, justify="right")
     for k in keys:
-        table.add_column(k)
-    for name, r in rows.items():
-        table.add_row(
-            name, *(f"{r[k]:.4f}" if isinstance(r.get(k), float) else str(r.get(k)) for k in keys)
-        )
+        cells = [rows[n].get(k) for n in rows]
+        table.add_row(k, *(f"{c:.4f}" if isinstance(c, float) else str(c) for c in cells))
     out.print(table)
 
 
@@ -175,6 +174,9 @@ def identify_cmd(
             "fnir_at_fpir_0.1",
             "fnir_at_fpir_0.01",
             "fnir_at_fpir_0.001",
+            "measured_fpir_at_target_0.1",
+            "measured_fpir_at_target_0.01",
+            "measured_fpir_at_target_0.001",
         ],
     )
     out.print(f"written: {out_dir / 'summary.json'}, " + ", ".join(summary["plots"]))

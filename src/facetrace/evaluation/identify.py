@@ -142,6 +142,7 @@ def evaluate(
                 "measured_fpir": float((nonmated_top >= t).mean()),
                 "measured_fnir": float((rank1_scores < t).mean()),
             }
+            out[f"measured_fpir_at_target_{f:g}"] = measured[f"{f:g}"]["measured_fpir"]
         out["calibrated_thresholds"] = measured
     out["_nonmated_top"] = nonmated_top
     out["_mated_rank1"] = rank1_scores
