@@ -55,6 +55,23 @@ def _print_rows(title: str, rows: dict[str, dict[str, Any]], keys: list[str]) ->
     out.print(table)
 
 
+def out_option(default: str) -> Callable[[Any], Any]:
+    return click.option(
+        "--out",
+        "out_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=Path(default),
+        show_default=True,
+        help="Folder for summary.json and the plots.",
+    )
+
+
+workers_option = click.option(
+    "--workers", type=click.IntRange(1, 256), help="Worker processes (default: all cores)."
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+
+
 @click.group("eval")
 def eval_group() -> None:
     """Measure accuracy on labelled photos (verification and 1:N identification)."""
@@ -73,18 +90,9 @@ def eval_group() -> None:
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="Folder the pair paths are relative to (LFW: the images/ folder).",
 )
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("eval-verify"),
-    show_default=True,
-    help="Folder for summary.json and the plots.",
-)
-@click.option(
-    "--workers", type=click.IntRange(1, 256), help="Worker processes (default: all cores)."
-)
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@out_option("eval-verify")
+@workers_option
+@json_option
 @click.pass_context
 def verify_cmd(
     ctx: click.Context,
@@ -132,21 +140,12 @@ def verify_cmd(
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="Folder-per-person photo set (e.g. LFW's images/).",
 )
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("eval-identify"),
-    show_default=True,
-    help="Folder for summary.json and the plots.",
-)
+@out_option("eval-identify")
 @click.option(
     "--seed", type=int, default=0, show_default=True, help="Seed of the enrolled / left-out split."
 )
-@click.option(
-    "--workers", type=click.IntRange(1, 256), help="Worker processes (default: all cores)."
-)
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@workers_option
+@json_option
 @click.pass_context
 def identify_cmd(
     ctx: click.Context, images: Path, out_dir: Path, seed: int, workers: int | None, as_json: bool
@@ -189,9 +188,7 @@ def identify_cmd(
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="Folder-per-person photo set; every pair of photos is compared.",
 )
-@click.option(
-    "--workers", type=click.IntRange(1, 256), help="Worker processes (default: all cores)."
-)
+@workers_option
 @click.option(
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
