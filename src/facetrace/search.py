@@ -222,12 +222,12 @@ class Searcher:
                     check_same_model(model, other, f"gallery {g.name!r}")
                 opened[g.name] = self.indexes.load(s, g, model)
             results = []
+            infos: dict[int, store.FaceInfo] = {}
             for face in image.faces:
                 hits: list[tuple[int, float]] = []
                 for index in opened.values():
-                    hits.extend(_top_subject_hits(s, index, face.embedding, k))
+                    hits.extend(_top_subject_hits(s, index, face.embedding, k, infos))
                 hits.sort(key=lambda h: -h[1])
-                infos = store.face_infos(s, [fid for fid, _ in hits])
                 results.append((face, _candidates(hits, infos, k)))
         sizes = {n: len(i) for n, i in opened.items()}
         total = sum(sizes.values())
@@ -237,9 +237,10 @@ class Searcher:
 
 
 def _top_subject_hits(
-    s: Any, index: VectorIndex, vector: np.ndarray, k: int
+    s: Any, index: VectorIndex, vector: np.ndarray, k: int, infos: dict[int, store.FaceInfo]
 ) -> list[tuple[int, float]]:
-    """Enough nearest faces that ``k`` distinct subjects are among them (when possible)."""
+    """Enough nearest faces that ``k`` distinct subjects are among them (when possible);
+    their details are added to ``infos``."""
     n = len(index)
     if n == 0:
         return []
@@ -247,7 +248,7 @@ def _top_subject_hits(
     while True:
         ids, scores = index.search(vector, fetch)
         hits = [(int(i), float(c)) for i, c in zip(ids[0], scores[0], strict=True) if i >= 0]
-        infos = store.face_infos(s, [h[0] for h in hits])
+        infos.update(store.face_infos(s, [h[0] for h in hits if h[0] not in infos]))
         subjects = {(infos[h[0]].subject or f"#{h[0]}") for h in hits if h[0] in infos}
         if len(subjects) >= k or fetch >= n:
             return hits

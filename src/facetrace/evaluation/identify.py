@@ -83,10 +83,8 @@ def quality_weights(faces: EvalFaces, idx: list[int]) -> np.ndarray:
     return size * sharp
 
 
-def search(
-    gallery: np.ndarray, probes: np.ndarray, k: int = 20
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(top-k indices, top-k scores, full score rows are not kept) by exact search."""
+def search(gallery: np.ndarray, probes: np.ndarray, k: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """(top-k gallery indices, their scores), best first, by exact search."""
     idx_out = np.zeros((len(probes), k), np.int64)
     sc_out = np.zeros((len(probes), k), np.float32)
     for start in range(0, len(probes), 2048):
@@ -96,7 +94,7 @@ def search(
         order = np.argsort(-ps, axis=1)
         idx_out[start : start + len(s)] = np.take_along_axis(part, order, axis=1)
         sc_out[start : start + len(s)] = np.take_along_axis(ps, order, axis=1)
-    return idx_out, sc_out, np.zeros(0)
+    return idx_out, sc_out
 
 
 def evaluate(
@@ -113,12 +111,12 @@ def evaluate(
     emb = faces.plain if variant == "plain" else faces.flip
     mated = [(p, n) for p, n in sp.mated if faces.found_by[row[p]] != "error" and n in pos]
     nonmated = [p for p in sp.nonmated if faces.found_by[row[p]] != "error"]
-    m_idx, m_sc, _ = search(gallery, emb[[row[p] for p, _ in mated]])
+    m_idx, m_sc = search(gallery, emb[[row[p] for p, _ in mated]])
     mates = np.array([pos[n] for _, n in mated])
     hit = m_idx == mates[:, None]
     ranks = np.where(hit.any(axis=1), hit.argmax(axis=1) + 1, 0)
     rank1_scores = np.where(ranks == 1, m_sc[:, 0], -np.inf)
-    _, n_sc, _ = search(gallery, emb[[row[p] for p in nonmated]], k=1)
+    _, n_sc = search(gallery, emb[[row[p] for p in nonmated]], k=1)
     nonmated_top = n_sc[:, 0]
     curve = metrics.cmc(ranks, 20)
     out: dict[str, Any] = {
