@@ -91,3 +91,25 @@ def test_eval_refuses_a_bad_pairs_file(tmp_path: Path) -> None:
     bad.write_text("10\t300\nA\t1\n")
     code, _, err = run_cli("--data", str(tmp_path / "d"), "eval", "verify", "--pairs", str(bad))
     assert code == 3 and "pairs.txt" in err and "Traceback" not in err
+
+
+def test_eval_vectors_do_not_depend_on_the_flip_setting(faces_dir: Path, tmp_path: Path) -> None:
+    """``plain`` is dlib's own vector and ``flip`` the mirrored mean, whatever the default."""
+    import numpy as np
+
+    from facetrace.embed import normalise
+    from facetrace.evaluation.embeddings import embed_photos
+    from facetrace.pipeline import Analyzer
+    from facetrace.settings import Settings
+
+    photo = str(sorted((faces_dir / "lfw" / "images" / "Tony_Blair").glob("*.jpg"))[0])
+    got = {}
+    for flip in (True, False):
+        settings = Settings.load(env={}, data_dir=tmp_path / str(flip), flip=flip)
+        got[flip] = embed_photos([photo], settings)
+        pipeline = Analyzer.from_settings(settings).analyse_file(Path(photo)).faces[0]
+        expected = "flip" if flip else "plain"
+        vec = getattr(got[flip], expected)[0]
+        assert np.allclose(vec, normalise(pipeline.embedding), atol=1e-5)
+    assert np.allclose(got[True].plain, got[False].plain, atol=1e-6)
+    assert np.allclose(got[True].flip, got[False].flip, atol=1e-6)

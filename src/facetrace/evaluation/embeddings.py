@@ -28,10 +28,11 @@ import numpy as np
 
 from facetrace.decode import decode_file
 from facetrace.detect import CnnDetector, find_faces
-from facetrace.embed import normalise
+from facetrace.embed import DlibEmbedder, normalise
 from facetrace.errors import FacetraceError
 from facetrace.geometry import clip_box
 from facetrace.pipeline import Analyzer
+from facetrace.quality import sharpness
 from facetrace.records import Box, DecodedImage
 from facetrace.settings import Settings
 
@@ -61,6 +62,7 @@ class EvalFaces:
 
 _analyzer: Analyzer | None = None
 _cnn: CnnDetector | None = None
+_plain = DlibEmbedder(flip=False)  # both variants are made from plain vectors here
 
 
 def _init(settings: Settings) -> None:
@@ -99,9 +101,7 @@ def embed_one(path: str) -> tuple[str, np.ndarray | None, np.ndarray | None, int
         found_by, box = ("cnn", _nearest_centre(cnn, img)) if cnn else ("centre", _central(img))
     aligned = an.aligner.align(img.pixels, box)
     chip = aligned.chip
-    vecs = normalise(an.embedder.embed([chip, np.ascontiguousarray(chip[:, ::-1])]))
-    from facetrace.quality import sharpness
-
+    vecs = normalise(_plain.embed([chip, np.ascontiguousarray(chip[:, ::-1])]))
     shown = clip_box(box, img.width, img.height)
     return (
         found_by,
