@@ -44,6 +44,14 @@ def counts(data: Path) -> dict[str, int]:
         con.close()
 
 
+def stored_images(data: Path) -> int:
+    """Photos stored so far; 0 while the database is still being created."""
+    try:
+        return counts(data)["images"] if (data / "facetrace.db").exists() else 0
+    except sqlite3.OperationalError:  # tables not created yet, or briefly locked
+        return 0
+
+
 def index_size(data: Path) -> int:
     from facetrace import store
     from facetrace.app import Facetrace
@@ -80,14 +88,14 @@ def test_killed_ingest_resumes_without_loss_or_duplicates(faces_dir: Path, tmp_p
     proc = subprocess.Popen(
         [*cmd, "--workers", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if (data / "facetrace.db").exists() and counts(data)["images"] >= 8:
-            break
-        time.sleep(0.2)
-    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and stored_images(data) < 8:
+            time.sleep(0.2)
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
     assert_gone([int(c) for c in children])
     partial = counts(data)
     assert 8 <= partial["images"] < 40, "the kill should land mid-run"
