@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from facetrace.db import (
@@ -66,11 +68,22 @@ def get_gallery(session: Session, name: str) -> Gallery:
 
 
 def get_or_create_gallery(session: Session, name: str) -> Gallery:
+    """The gallery called ``name``, created if new; safe when two processes (two ingests)
+    create it at once: the insert does nothing if the other one got there first."""
     gallery = session.scalar(select(Gallery).where(Gallery.name == name))
-    if gallery is None:
-        gallery = Gallery(name=name, generation=0)
-        session.add(gallery)
+    if gallery is not None:
+        return gallery
+    row = {"name": name, "generation": 0, "created_at": utcnow()}
+    dialect = session.get_bind().dialect.name
+    if dialect == "sqlite":
+        session.execute(sqlite_insert(Gallery).values(**row).on_conflict_do_nothing())
+    elif dialect == "postgresql":
+        session.execute(postgresql_insert(Gallery).values(**row).on_conflict_do_nothing())
+    else:
+        session.add(Gallery(**row))
         session.flush()
+    gallery = session.scalar(select(Gallery).where(Gallery.name == name))
+    assert gallery is not None
     return gallery
 
 
