@@ -23,19 +23,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from facetrace import render
 from facetrace.app import Facetrace
-from facetrace.cli_eval import calibrate_cmd, eval_group
+from facetrace.cli_eval import app_of, calibrate_cmd, eval_group
 from facetrace.errors import FacetraceError
 from facetrace.settings import DETECTORS, INDEX_BACKENDS, Settings
 from facetrace.sources import Item, count_items, from_manifest, from_path
 
 err = Console(stderr=True)
 out = Console()
-
-
-def _app(ctx: click.Context) -> Facetrace:
-    app = ctx.find_object(Facetrace)
-    assert app is not None
-    return app
 
 
 def _emit_json(obj: Any) -> None:
@@ -119,7 +113,7 @@ def ingest(
     In a folder, each sub-folder is one person, named exactly as the folder. Running the
     same ingest again adds nothing; an interrupted one resumes where it stopped.
     """
-    app = _app(ctx)
+    app = app_of(ctx)
     if not paths and manifest is None:
         raise click.UsageError("give at least one PATH or --manifest")
     common = {k: v for k, v in provenance.items() if v}
@@ -186,7 +180,7 @@ def search(
     ctx: click.Context, photo: Path, galleries: tuple[str, ...], k: int, as_json: bool
 ) -> None:
     """Search galleries with every face in PHOTO; k best candidates per face."""
-    result = _app(ctx).search(photo, list(galleries) or None, k)
+    result = app_of(ctx).search(photo, list(galleries) or None, k)
     if as_json:
         _emit_json(result.to_dict())
     else:
@@ -200,7 +194,7 @@ def search(
 @click.pass_context
 def compare(ctx: click.Context, photo_a: Path, photo_b: Path, as_json: bool) -> None:
     """1:1: is the main face of PHOTO_A the same person as that of PHOTO_B?"""
-    result = _app(ctx).compare(photo_a, photo_b)
+    result = app_of(ctx).compare(photo_a, photo_b)
     if as_json:
         _emit_json(result.to_dict())
     else:
@@ -213,7 +207,7 @@ def compare(ctx: click.Context, photo_a: Path, photo_b: Path, as_json: bool) -> 
 @click.pass_context
 def faces(ctx: click.Context, photo: Path, as_json: bool) -> None:
     """Detection only: boxes, landmarks and quality of every face in PHOTO."""
-    image = _app(ctx).faces(photo)
+    image = app_of(ctx).faces(photo)
     if as_json:
         _emit_json(render.faces_dict(image))
     else:
@@ -225,7 +219,7 @@ def faces(ctx: click.Context, photo: Path, as_json: bool) -> None:
 @click.pass_context
 def galleries(ctx: click.Context, as_json: bool) -> None:
     """List galleries with their numbers of images, faces and subjects."""
-    rows = _app(ctx).galleries()
+    rows = app_of(ctx).galleries()
     if as_json:
         _emit_json(rows)
     else:
@@ -238,7 +232,7 @@ def galleries(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def subjects(ctx: click.Context, gallery: str, as_json: bool) -> None:
     """List the subjects of a gallery with their numbers of faces."""
-    rows = _app(ctx).subjects(gallery)
+    rows = app_of(ctx).subjects(gallery)
     if as_json:
         _emit_json(rows)
     else:
@@ -252,7 +246,7 @@ def subjects(ctx: click.Context, gallery: str, as_json: bool) -> None:
 @click.pass_context
 def forget(ctx: click.Context, gallery: str, subject: str, as_json: bool) -> None:
     """Delete a subject: their faces leave the database and the index at once."""
-    n = _app(ctx).forget(gallery, subject)
+    n = app_of(ctx).forget(gallery, subject)
     if as_json:
         _emit_json({"gallery": gallery, "subject": subject, "faces_removed": n})
     else:
@@ -264,7 +258,7 @@ def forget(ctx: click.Context, gallery: str, subject: str, as_json: bool) -> Non
 @click.pass_context
 def reindex(ctx: click.Context, gallery: str | None) -> None:
     """Rebuild vector indexes from the database (after damage or a backend change)."""
-    for name, n in _app(ctx).reindex(gallery).items():
+    for name, n in app_of(ctx).reindex(gallery).items():
         out.print(f"{name}: index rebuilt with {n} face(s)")
 
 
@@ -274,7 +268,7 @@ def demo(ctx: click.Context) -> None:
     """Build a small demo gallery and show a search, a comparison and a no-face photo."""
     from facetrace.demo import run_demo
 
-    run_demo(_app(ctx), out)
+    run_demo(app_of(ctx), out)
 
 
 cli.add_command(eval_group)

@@ -36,7 +36,8 @@ def _progress(label: str) -> Iterator[Callable[[int | None], Callable[[int], Non
         yield start
 
 
-def _app(ctx: click.Context) -> Facetrace:
+def app_of(ctx: click.Context) -> Facetrace:
+    """The ``Facetrace`` the ``facetrace`` group built for this command."""
     app = ctx.find_object(Facetrace)
     assert app is not None
     return app
@@ -63,6 +64,15 @@ def out_option(default: str) -> Callable[[Any], Any]:
         default=Path(default),
         show_default=True,
         help="Folder for summary.json and the plots.",
+    )
+
+
+def images_option(help_text: str) -> Callable[[Any], Any]:
+    return click.option(
+        "--images",
+        required=True,
+        type=click.Path(exists=True, file_okay=False, path_type=Path),
+        help=help_text,
     )
 
 
@@ -105,7 +115,7 @@ def verify_cmd(
     """1:1 verification: 10-fold accuracy, ROC, EER, TAR at FAR 1e-2 and 1e-3."""
     from facetrace.evaluation.run import run_verify
 
-    app = _app(ctx)
+    app = app_of(ctx)
     with _progress("embedding") as progress:
         summary = run_verify(
             app.settings, pairs_file, images, out_dir, workers or app.settings.workers, progress
@@ -134,12 +144,7 @@ def verify_cmd(
 
 
 @eval_group.command("identify")
-@click.option(
-    "--images",
-    required=True,
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="Folder-per-person photo set (e.g. LFW's images/).",
-)
+@images_option("Folder-per-person photo set (e.g. LFW's images/).")
 @out_option("eval-identify")
 @click.option(
     "--seed", type=int, default=0, show_default=True, help="Seed of the enrolled / left-out split."
@@ -153,7 +158,7 @@ def identify_cmd(
     """1:N open-set identification: CMC, FNIR at FPIR 0.1, 0.01, 0.001."""
     from facetrace.evaluation.run import run_identify
 
-    app = _app(ctx)
+    app = app_of(ctx)
     with _progress("embedding") as progress:
         summary = run_identify(
             app.settings, images, out_dir, workers or app.settings.workers, progress, seed
@@ -182,12 +187,7 @@ def identify_cmd(
 
 
 @click.command("calibrate")
-@click.option(
-    "--images",
-    required=True,
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="Folder-per-person photo set; every pair of photos is compared.",
-)
+@images_option("Folder-per-person photo set; every pair of photos is compared.")
 @workers_option
 @click.option(
     "--output",
@@ -201,7 +201,7 @@ def calibrate_cmd(
     """Fit what scores mean (score -> false match rate) on your own labelled photos."""
     from facetrace.evaluation.run import run_calibrate
 
-    app = _app(ctx)
+    app = app_of(ctx)
     with _progress("embedding") as progress:
         fitted, path = run_calibrate(
             app.settings,

@@ -109,7 +109,8 @@ def find_faces(
             if rotation and det.score < TURNED_MIN_SCORE:
                 continue
             box = scale_box(box_from_rotated(det.box, sw, sh, rotation), 1.0 / factor)
-            if clip_box(box, w, h).width > 1 and clip_box(box, w, h).height > 1:
+            shown = clip_box(box, w, h)
+            if shown.width > 1 and shown.height > 1:
                 found.append(Detection(box, det.score, rotation))
     return merge_detections(found)
 

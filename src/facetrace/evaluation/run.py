@@ -16,7 +16,7 @@ from facetrace import calibration as cal
 from facetrace.embed import DLIB_MODEL
 from facetrace.errors import FacetraceError
 from facetrace.evaluation import identify, plots, verify
-from facetrace.evaluation.embeddings import EvalFaces, embed_photos
+from facetrace.evaluation.embeddings import embed_photos
 from facetrace.evaluation.pairs import read_pairs
 from facetrace.search import SAME_PERSON_THRESHOLD
 from facetrace.settings import Settings
@@ -86,7 +86,7 @@ def run_identify(
         "images": str(images),
         "photos": len(photos),
         "seed": seed,
-        "face_found_by": EvalFaces.counts(faces),
+        "face_found_by": faces.counts(),
         "variants": {},
     }
     hist: dict[str, np.ndarray] = {}
