@@ -101,3 +101,24 @@ def test_search_ranks_subjects_and_forget_is_immediate(app: Facetrace) -> None:
     cands = searcher.search_faces(probe, ["g"], 5).faces[0].candidates
     assert "person 7" not in [c.subject for c in cands]
     assert result.to_dict()["galleries"] == [{"name": "g", "faces": 30}]
+
+
+def test_tally_follows_every_insert_and_delete_even_by_hand(app: Facetrace) -> None:
+    def both() -> tuple[int, int, int]:
+        with app.sessions() as s:
+            g = store.get_gallery(s, "g")
+            t = store.tally(s, g.id, MODEL)
+            return t.faces, store.face_count(s, g.id, MODEL), t.max_face_id
+
+    fill(app, 12)
+    assert both() == (12, 12, 12)
+    app.forget("g", "person 3")
+    assert both() == (11, 11, 12)
+    with app.sessions.begin() as s:  # behind facetrace's back
+        s.execute(delete(FaceRow).where(FaceRow.id.in_([1, 2])))
+    assert both() == (9, 9, 12)
+    fill(app, 2, start=50)
+    assert both() == (11, 11, 14)
+    fill(app, 1, start=60, model="other_model_v2")
+    with app.sessions() as s:
+        assert store.tally(s, store.get_gallery(s, "g").id, "other_model_v2").faces == 1

@@ -21,6 +21,7 @@ from sqlalchemy import (
     JSON,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
@@ -100,6 +101,8 @@ class Subject(Base):
 
 class FaceRow(Base):
     __tablename__ = "face"
+    # Reading a gallery's vectors in id order (index rebuilds and catch-ups).
+    __table_args__ = (Index("ix_face_gallery_model_id", "gallery_id", "model", "id"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     image_id: Mapped[int] = mapped_column(
         ForeignKey("source_image.id", ondelete="CASCADE"), index=True
@@ -142,6 +145,23 @@ class IngestFailure(Base):
     path: Mapped[str] = mapped_column(Text)
     reason: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class FaceTally(Base):
+    """How many faces a gallery holds per model, and the highest face id.
+
+    Kept by triggers on ``face`` (migration 0002) in the same transaction as every insert
+    and delete, even one made by hand in SQL, so that comparing an index with the database
+    costs one row read, not a count of millions.
+    """
+
+    __tablename__ = "face_tally"
+    gallery_id: Mapped[int] = mapped_column(
+        ForeignKey("gallery.id", ondelete="CASCADE"), primary_key=True
+    )
+    model: Mapped[str] = mapped_column(String(100), primary_key=True)
+    faces: Mapped[int] = mapped_column(Integer, default=0)
+    max_face_id: Mapped[int] = mapped_column(Integer, default=0)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -2,7 +2,9 @@
 
 There is one index per (gallery, model), in ``<data>/index/``. Its ``meta`` records the
 model, the gallery's ``generation`` when it was saved and the highest face id it holds.
-On every open:
+On every open the index is compared with the gallery's tally (``store.tally``: its face
+count and highest face id, one row kept in step with every insert and delete, so the check
+costs the same at ten faces and at ten million):
 - a different generation (faces were deleted since) or model: rebuilt from the database;
 - faces newer than ``max_id`` (an ingest was interrupted before its index was saved):
   added from the database, so an interrupted ingest loses nothing;
@@ -46,8 +48,11 @@ class GalleryIndexes:
         )
         if stale:
             return self.rebuild(session, gallery, model)
-        changed = self._catch_up(session, gallery, model, index)
-        if len(index) != store.face_count(session, gallery.id, model):
+        truth = store.tally(session, gallery.id, model)
+        changed = False
+        if truth.max_face_id > int(meta.get("max_id", 0)):
+            changed = self._catch_up(session, gallery, model, index)
+        if len(index) != truth.faces:
             return self.rebuild(session, gallery, model)
         if changed:
             self.save(gallery, model, index)
