@@ -83,7 +83,30 @@ class CnnDetector:
         return out
 
 
-def make_detector(name: str, upsample: int) -> Detector:
+class UpsampleIfNone:
+    """Looks at the photo's own size first and upsamples only when no face was found.
+
+    Upsampling (to find faces smaller than about 80 px) costs HOG four times the work of
+    the photo itself. Gallery photos are mostly portraits whose subject is large, so for
+    ingest facetrace searches the upsampled photo only when the plain one shows no face:
+    a photo with a large face then keeps it, and any much smaller faces around it are
+    not looked for (they would be stored unnamed anyway). Probes are never treated so.
+    """
+
+    def __init__(self, coarse: Detector, fine: Detector) -> None:
+        self.coarse = coarse
+        self.fine = fine
+        self.name = coarse.name
+
+    def detect(self, pixels: np.ndarray) -> list[Detection]:
+        return self.coarse.detect(pixels) or self.fine.detect(pixels)
+
+
+def make_detector(name: str, upsample: int, *, upsample_if_none: bool = False) -> Detector:
+    """The detector called ``name``; with ``upsample_if_none`` (and ``upsample`` > 0) it
+    upsamples only photos where the plain size shows no face (``UpsampleIfNone``)."""
+    if upsample_if_none and upsample > 0:
+        return UpsampleIfNone(make_detector(name, 0), make_detector(name, upsample))
     """The detector called ``name`` (``hog`` or ``cnn``)."""
     if name == "cnn":
         return CnnDetector(upsample)

@@ -80,7 +80,7 @@ def _init_worker(settings: Settings) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         # A main process killed outright (kill -9) cannot stop its pool: leave with it.
         threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
-    _worker = Analyzer.from_settings(settings)
+    _worker = Analyzer.from_settings(settings, ingest=True)
 
 
 def _exit_with_parent(parent: int) -> None:

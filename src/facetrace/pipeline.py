@@ -37,9 +37,16 @@ class Analyzer:
     max_file_bytes: int = 200 * 1024 * 1024
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Analyzer:
+    def from_settings(cls, settings: Settings, *, ingest: bool = False) -> Analyzer:
+        """The pipeline the settings describe; ``ingest`` applies ``ingest_upsample``."""
+        if not ingest:
+            detector = make_detector(settings.detector, settings.upsample)
+        elif settings.ingest_upsample == "auto":
+            detector = make_detector(settings.detector, settings.upsample, upsample_if_none=True)
+        else:
+            detector = make_detector(settings.detector, int(settings.ingest_upsample))
         return cls(
-            detector=make_detector(settings.detector, settings.upsample),
+            detector=detector,
             embedder=DlibEmbedder(flip=settings.flip),
             max_side=settings.detect_max_side,
             max_pixels=settings.max_pixels,

@@ -43,6 +43,11 @@ SETTINGS: tuple[Setting, ...] = (
         "upsample", "FACETRACE_UPSAMPLE", "Times the detector upsamples (finds smaller faces)."
     ),
     Setting(
+        "ingest_upsample",
+        "FACETRACE_INGEST_UPSAMPLE",
+        "Ingest only: auto (upsample a photo only when no face is found without) or 0-4.",
+    ),
+    Setting(
         "detect_max_side",
         "FACETRACE_DETECT_MAX_SIDE",
         "Images with a longer side are downscaled to this for detection only.",
@@ -86,6 +91,7 @@ class Settings:
     index_backend: str = "usearch"
     detector: str = "hog"
     upsample: int = 1
+    ingest_upsample: str = "auto"
     detect_max_side: int = 1600
     max_pixels: int = 100_000_000
     max_file_bytes: int = 200 * 1024 * 1024
@@ -105,9 +111,12 @@ class Settings:
                 f"index backend must be one of {', '.join(INDEX_BACKENDS)}, "
                 f"not {self.index_backend!r}"
             )
-        for name in ("upsample",):
-            if not 0 <= getattr(self, name) <= 4:
-                raise ConfigError(f"{name} must be between 0 and 4")
+        if not 0 <= self.upsample <= 4:
+            raise ConfigError("upsample must be between 0 and 4")
+        if self.ingest_upsample not in ("auto", "0", "1", "2", "3", "4"):
+            raise ConfigError(
+                f"ingest upsample must be auto or 0 to 4, not {self.ingest_upsample!r}"
+            )
         for name in ("detect_max_side", "max_pixels", "max_file_bytes", "max_archive_bytes"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
