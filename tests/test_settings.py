@@ -34,7 +34,7 @@ def test_precedence_and_types(tmp_path: Path) -> None:
     "env",
     [
         {"FACETRACE_UPSAMPLE": "x"},
-        {"FACETRACE_INDEX": "faiss"},
+        {"FACETRACE_INDEX": "annoy"},
         {"FACETRACE_WORKERS": "0"},
         {"FACETRACE_PROBE_ROTATIONS": "maybe"},
         {"FACETRACE_MAX_PIXELS": "-1"},
@@ -43,3 +43,27 @@ def test_precedence_and_types(tmp_path: Path) -> None:
 def test_bad_values_are_config_errors(env: dict[str, str]) -> None:
     with pytest.raises(ConfigError):
         Settings.load(env=env)
+
+
+def test_data_directory_settings_sit_between_variables_and_defaults(tmp_path: Path) -> None:
+    from facetrace.settings import save_data_settings
+
+    save_data_settings(tmp_path, index_backend="exact")
+    assert Settings.load(env={"FACETRACE_DATA": str(tmp_path)}).index_backend == "exact"
+    env = {"FACETRACE_DATA": str(tmp_path), "FACETRACE_INDEX": "usearch"}
+    assert Settings.load(env=env).index_backend == "usearch"
+    assert Settings.load(env=env, index_backend="ivf").index_backend == "ivf"
+    assert Settings.load(env={}, data_dir=tmp_path / "other").index_backend != "exact"
+    (tmp_path / "settings.json").write_text('{"colour": "red"}')
+    with pytest.raises(ConfigError, match="colour"):
+        Settings.load(env={}, data_dir=tmp_path)
+    (tmp_path / "settings.json").write_text("{")
+    with pytest.raises(ConfigError, match="settings.json"):
+        Settings.load(env={}, data_dir=tmp_path)
+
+
+def test_milvus_needs_a_uri(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="FACETRACE_MILVUS_URI"):
+        Settings.load(env={"FACETRACE_INDEX": "milvus"}, data_dir=tmp_path)
+    s = Settings.load(env={"FACETRACE_INDEX": "milvus", "FACETRACE_MILVUS_URI": "x.db"})
+    assert s.milvus_uri == "x.db"

@@ -1,12 +1,17 @@
 """Settings: one typed object, built once at start-up from flags and ``FACETRACE_*``
 variables, then passed down. Nothing in facetrace reads the environment elsewhere.
 
+A data directory can also carry its own choices in ``<data>/settings.json`` (written by
+``facetrace reindex --to``, so that every later command uses the index the data was moved
+to). Precedence: flags, then variables, then that file, then defaults.
+
 Every setting is declared once in ``SETTINGS`` with its variable and help text; the README
 documents each of them and a test fails when one is missing there.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
@@ -18,7 +23,8 @@ import platformdirs
 from facetrace.errors import ConfigError
 
 DETECTORS = ("hog", "cnn")
-INDEX_BACKENDS = ("usearch", "exact")
+INDEX_BACKENDS = ("usearch", "exact", "ivf", "milvus")
+DATA_SETTINGS_FILE = "settings.json"
 
 
 @dataclass(frozen=True)
@@ -37,7 +43,16 @@ SETTINGS: tuple[Setting, ...] = (
         "FACETRACE_DATABASE_URL",
         "SQLAlchemy URL of the database; default sqlite:///<data_dir>/facetrace.db.",
     ),
-    Setting("index_backend", "FACETRACE_INDEX", "Vector index backend: usearch (ANN) or exact."),
+    Setting(
+        "index_backend",
+        "FACETRACE_INDEX",
+        "Vector index backend: usearch (HNSW), ivf (FAISS), exact, or milvus.",
+    ),
+    Setting(
+        "milvus_uri",
+        "FACETRACE_MILVUS_URI",
+        "Milvus server (http://host:19530) or Milvus Lite file (.db), for FACETRACE_INDEX=milvus.",
+    ),
     Setting("detector", "FACETRACE_DETECTOR", "Face detector: hog (fast) or cnn (dlib MMOD)."),
     Setting(
         "upsample", "FACETRACE_UPSAMPLE", "Times the detector upsamples (finds smaller faces)."
@@ -89,6 +104,7 @@ class Settings:
     data_dir: Path
     database_url: str | None = None
     index_backend: str = "usearch"
+    milvus_uri: str | None = None
     detector: str = "hog"
     upsample: int = 1
     ingest_upsample: str = "auto"
@@ -120,6 +136,8 @@ class Settings:
         for name in ("detect_max_side", "max_pixels", "max_file_bytes", "max_archive_bytes"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
+        if self.index_backend == "milvus" and not self.milvus_uri:
+            raise ConfigError("the milvus index backend needs FACETRACE_MILVUS_URI")
         if self.workers < 1:
             raise ConfigError("workers must be at least 1")
         if not 0 < self.target_fpir < 1:
@@ -141,14 +159,17 @@ class Settings:
     def load(cls, env: Mapping[str, str] | None = None, **flags: Any) -> Settings:
         """Build settings: flags win over ``FACETRACE_*`` variables, which win over defaults."""
         env = os.environ if env is None else env
-        values: dict[str, Any] = {"data_dir": _default_data_dir()}
         types = {f.name: f.type for f in fields(cls)}
+        from_env: dict[str, Any] = {}
         for s in SETTINGS:
             raw = env.get(s.env)
             if raw is not None and raw != "":
-                values[s.name] = _convert(s, str(types[s.name]), raw)
-        values.update({k: v for k, v in flags.items() if v is not None})
-        values["data_dir"] = Path(values["data_dir"]).expanduser()
+                from_env[s.name] = _convert(s, str(types[s.name]), raw)
+        from_flags = {k: v for k, v in flags.items() if v is not None}
+        data_dir = Path(
+            from_flags.get("data_dir") or from_env.get("data_dir") or _default_data_dir()
+        ).expanduser()
+        values = {**read_data_settings(data_dir), **from_env, **from_flags, "data_dir": data_dir}
         return cls(**values)
 
 
@@ -167,3 +188,28 @@ def _convert(setting: Setting, type_name: str, raw: str) -> Any:
     except ValueError:
         raise ConfigError(f"{setting.env}={raw!r} is not a valid {type_name}") from None
     return raw
+
+
+def read_data_settings(data_dir: Path) -> dict[str, Any]:
+    """The choices saved in ``<data>/settings.json`` (empty when there is none)."""
+    path = Path(data_dir) / DATA_SETTINGS_FILE
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: not a readable settings file ({exc})") from None
+    known = {s.name for s in SETTINGS} - {"data_dir"}
+    if not isinstance(raw, dict) or not set(raw) <= known:
+        raise ConfigError(f"{path}: unknown settings {sorted(set(raw) - known)}")
+    return raw
+
+
+def save_data_settings(data_dir: Path, **values: Any) -> None:
+    """Merge ``values`` into ``<data>/settings.json`` (atomically)."""
+    path = Path(data_dir) / DATA_SETTINGS_FILE
+    merged = {**read_data_settings(data_dir), **values}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(merged, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
