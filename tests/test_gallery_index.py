@@ -122,3 +122,42 @@ def test_tally_follows_every_insert_and_delete_even_by_hand(app: Facetrace) -> N
     fill(app, 1, start=60, model="other_model_v2")
     with app.sessions() as s:
         assert store.tally(s, store.get_gallery(s, "g").id, "other_model_v2").faces == 1
+
+
+@pytest.mark.parametrize("target", ["exact", "ivf", "lite.db"])
+def test_reindex_to_another_backend_moves_every_gallery(
+    app: Facetrace, tmp_path: Path, target: str
+) -> None:
+    from facetrace.cli import main
+    from facetrace.index import index_files
+    from facetrace.settings import read_data_settings
+
+    vecs = fill(app, 25)
+    load(app)  # the usearch index exists
+    old = sorted(app.settings.index_dir.glob("*usearch.index*"))
+    old = [p for p in old if not p.name.endswith(".lock")]
+    assert old
+    spec = str(tmp_path / target) if target.endswith(".db") else target
+    assert main(["--data", str(app.settings.data_dir), "reindex", "--to", spec]) == 0
+    moved = Facetrace(Settings.load(env={}, data_dir=app.settings.data_dir))
+    backend = "milvus" if target.endswith(".db") else target
+    assert moved.settings.index_backend == backend
+    assert read_data_settings(app.settings.data_dir)["index_backend"] == backend
+    assert not any(p.exists() for p in old)
+    with moved.sessions() as s:
+        g = store.get_gallery(s, "g")
+        index = moved.indexes.load(s, g, MODEL)
+        assert len(index) == 25 and index.search(vecs[4], 1)[0][0, 0] == 5
+        assert index_files(moved.indexes.path(g, MODEL))
+    assert moved.forget("g", "person 4") == 1
+    with moved.sessions() as s:
+        index = moved.indexes.load(s, store.get_gallery(s, "g"), MODEL)
+        assert len(index) == 24 and 5 not in index.ids()
+
+
+def test_reindex_to_an_unknown_place_is_refused(app: Facetrace) -> None:
+    from facetrace.cli import main
+
+    fill(app, 3)
+    assert main(["--data", str(app.settings.data_dir), "reindex", "--to", "ftp://x"]) == 2
+    assert main(["--data", str(app.settings.data_dir), "reindex", "--to", "ivf", "-g", "g"]) == 2

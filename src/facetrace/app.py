@@ -23,7 +23,7 @@ from facetrace.ingest import Ingester, IngestReport, Progress
 from facetrace.pipeline import Analyzer
 from facetrace.records import AnalysedImage
 from facetrace.search import Comparison, Searcher, SearchResult, compare
-from facetrace.settings import Settings
+from facetrace.settings import Settings, save_data_settings
 from facetrace.sources import Item
 
 
@@ -39,7 +39,8 @@ class Facetrace:
 
     @cached_property
     def indexes(self) -> GalleryIndexes:
-        return GalleryIndexes(self.settings.index_dir, self.settings.index_backend)
+        s = self.settings
+        return GalleryIndexes(s.index_dir, s.index_backend, milvus_uri=s.milvus_uri)
 
     @cached_property
     def analyzer(self) -> Analyzer:
@@ -99,12 +100,34 @@ class Facetrace:
         return len(face_ids)
 
     def reindex(self, gallery: str | None = None) -> dict[str, int]:
-        """Rebuild the index of one or every gallery from the database."""
-        model = self.analyzer.model
-        out = {}
+        """Rebuild the indexes of one or every gallery from the database, every model's;
+        returns the number of faces indexed per gallery."""
+        out: dict[str, int] = {}
         with self.sessions() as s:
             chosen = [store.get_gallery(s, gallery)] if gallery else store.all_galleries(s)
             for g in chosen:
-                self.indexes.delete(g, model)
-                out[g.name] = len(self.indexes.rebuild(s, g, model))
+                out[g.name] = 0
+                for model in sorted(store.gallery_models(s, g.id)):
+                    out[g.name] += len(self.indexes.rebuild(s, g, model))
         return out
+
+    def move_index(self, backend: str, milvus_uri: str | None = None) -> dict[str, int]:
+        """Rebuild every gallery's indexes in another backend, make it this data
+        directory's choice (``settings.json``), then delete the old indexes.
+
+        Until the last gallery is built the old indexes stay in use, so a move that fails
+        half-way changes nothing; run it again.
+        """
+        target = Facetrace(
+            self.settings.with_overrides(index_backend=backend, milvus_uri=milvus_uri)
+        )
+        built = target.reindex()
+        save_data_settings(self.settings.data_dir, index_backend=backend, milvus_uri=milvus_uri)
+        # Index paths are named by backend: another backend leaves old files to delete.
+        # (Milvus to another Milvus rebuilds in place; the old server keeps its copy.)
+        if backend != self.settings.index_backend:
+            with self.sessions() as s:
+                for g in store.all_galleries(s):
+                    for model in store.gallery_models(s, g.id):
+                        self.indexes.delete(g, model)
+        return built

@@ -24,8 +24,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from facetrace import render
 from facetrace.app import Facetrace
 from facetrace.cli_eval import app_of, calibrate_cmd, eval_group
-from facetrace.errors import FacetraceError
-from facetrace.settings import DETECTORS, INDEX_BACKENDS, Settings
+from facetrace.errors import ConfigError, FacetraceError
+from facetrace.settings import DETECTORS, INDEX_BACKENDS, Settings, parse_index_target
 from facetrace.sources import Item, count_items, from_manifest, from_path
 
 err = Console(stderr=True)
@@ -255,10 +255,27 @@ def forget(ctx: click.Context, gallery: str, subject: str, as_json: bool) -> Non
 
 @cli.command()
 @click.option("--gallery", "-g", help="Gallery to rebuild (default: all).")
+@click.option(
+    "--to",
+    "target",
+    metavar="BACKEND",
+    help="Move every gallery to another index: usearch, ivf, exact, milvus://host:port "
+    "or a Milvus Lite file.db; recorded in DATA/settings.json.",
+)
 @click.pass_context
-def reindex(ctx: click.Context, gallery: str | None) -> None:
+def reindex(ctx: click.Context, gallery: str | None, target: str | None) -> None:
     """Rebuild vector indexes from the database (after damage or a backend change)."""
-    for name, n in app_of(ctx).reindex(gallery).items():
+    app = app_of(ctx)
+    if target is None:
+        built = app.reindex(gallery)
+    else:
+        if gallery:
+            raise ConfigError("--to moves every gallery; leave out --gallery")
+        backend, uri = parse_index_target(target)
+        built = app.move_index(backend, uri)
+        where = f"{backend} ({uri})" if uri else backend
+        out.print(f"index backend is now {where}, saved in {app.settings.data_dir}/settings.json")
+    for name, n in built.items():
         out.print(f"{name}: index rebuilt with {n} face(s)")
 
 

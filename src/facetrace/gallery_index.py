@@ -15,14 +15,17 @@ So a search never uses an index that disagrees with the database.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sqlalchemy.orm import Session
 
 from facetrace import store
 from facetrace.db import Gallery
+from facetrace.errors import FacetraceError
 from facetrace.index import create_index, index_files, open_index
 from facetrace.index.base import VectorIndex
 
@@ -30,10 +33,19 @@ from facetrace.index.base import VectorIndex
 class GalleryIndexes:
     """Opens, brings up to date, saves and deletes the indexes of galleries."""
 
-    def __init__(self, index_dir: Path, backend: str, dim: int = 128) -> None:
+    def __init__(
+        self, index_dir: Path, backend: str, dim: int = 128, milvus_uri: str | None = None
+    ) -> None:
         self.index_dir = index_dir
         self.backend = backend
         self.dim = dim
+        self.milvus_uri = milvus_uri
+
+    def _options(self, gallery: Gallery, model: str) -> dict[str, Any]:
+        """What a new index of this gallery needs besides its dimension."""
+        if self.backend == "milvus":  # one collection per model, the gallery as key
+            return {"uri": self.milvus_uri, "model": model, "gallery": f"gallery{gallery.id}"}
+        return {}
 
     def path(self, gallery: Gallery, model: str) -> Path:
         return self.index_dir / f"gallery-{gallery.id}-{model}-{self.backend}.index"
@@ -41,7 +53,10 @@ class GalleryIndexes:
     def load(self, session: Session, gallery: Gallery, model: str) -> VectorIndex:
         """The gallery's index for ``model``, consistent with the database."""
         path = self.path(gallery, model)
-        index = open_index(self.backend, path, self.dim)
+        if path.exists():
+            index = open_index(self.backend, path, self.dim)
+        else:
+            index = create_index(self.backend, self.dim, **self._options(gallery, model))
         meta = index.meta
         stale = len(index) > 0 and (
             meta.get("generation") != gallery.generation or meta.get("model") != model
@@ -70,7 +85,7 @@ class GalleryIndexes:
 
     def rebuild(self, session: Session, gallery: Gallery, model: str) -> VectorIndex:
         """A fresh index built from every vector of the gallery in the database."""
-        index = create_index(self.backend, self.dim)
+        index = create_index(self.backend, self.dim, **self._options(gallery, model))
         index.meta.update(max_id=0)
         self._catch_up(session, gallery, model, index)
         self.save(gallery, model, index)
@@ -96,5 +111,11 @@ class GalleryIndexes:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     def delete(self, gallery: Gallery, model: str) -> None:
-        for f in index_files(self.path(gallery, model)):
+        """Delete the gallery's index: its files, and its vectors where a server holds
+        them (Milvus). A damaged or unreachable index still loses its files."""
+        path = self.path(gallery, model)
+        if path.exists() and self.backend == "milvus":
+            with contextlib.suppress(FacetraceError):
+                open_index(self.backend, path, self.dim).drop()  # type: ignore[attr-defined]
+        for f in index_files(path):
             f.unlink(missing_ok=True)

@@ -213,3 +213,23 @@ def save_data_settings(data_dir: Path, **values: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(merged, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     os.replace(tmp, path)
+
+
+def parse_index_target(text: str) -> tuple[str, str | None]:
+    """``reindex --to`` argument: a backend name, or where Milvus is.
+
+    ``milvus://host:port`` (or ``http(s)://host:port``) is a Milvus server; a path ending
+    in ``.db`` is a Milvus Lite file. Returns ``(backend, milvus_uri)``.
+    """
+    if text in INDEX_BACKENDS and text != "milvus":
+        return text, None
+    if text.startswith("milvus://"):
+        return "milvus", "http://" + text.removeprefix("milvus://")
+    if text.startswith(("http://", "https://")):
+        return "milvus", text
+    if text.endswith(".db"):
+        return "milvus", str(Path(text).expanduser().resolve())
+    raise ConfigError(
+        f"cannot move the index to {text!r}: give usearch, ivf, exact, "
+        "milvus://host:port or a Milvus Lite file ending in .db"
+    )
