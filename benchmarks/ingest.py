@@ -1,17 +1,19 @@
 """Ingest speed against the ``face_recognition`` package, same dlib model, same cores.
 
-facetrace runs twice: with ``FACETRACE_FLIP=0`` (exactly the peer's model; its embeddings
-are compared with the peer's) and with its default mirror augmentation (two embeddings
-a face).
-
-On the same LFW images (default 1,000, spread over the whole set), in one run:
-- ``facetrace ingest`` (the real CLI, a fresh data directory, ``--workers N``), and
+On the same LFW images (default 2,000, spread over the whole set), for each worker count
+(default 1 and 2), in one run:
+- ``facetrace ingest`` (the real CLI, a fresh data directory, ``--workers N``) with its
+  defaults (onnxruntime embedder, mirror augmentation: two embeddings a face), and with
+  ``FACETRACE_FLIP=0`` (exactly the peer's model);
 - the peer: ``face_recognition.load_image_file`` + ``face_locations`` (HOG, upsample 1)
-  + ``face_encodings`` in a ``multiprocessing.Pool`` of N processes,
-then prints images/s and faces/s of both, their ratio, and the largest difference
-between the two embeddings of each face found by both (matched by box overlap).
+  + ``face_encodings`` in a ``multiprocessing.Pool`` of N processes.
+It prints images/s and faces/s, the ratios to the peer, and how the speed scales with
+workers. Then two checks of the vectors of the ``FACETRACE_FLIP=0`` run:
+- against dlib's own descriptor of the same aligned chip (the pipeline re-run with
+  ``FACETRACE_EMBEDDER=dlib``): the largest cosine distance over every face;
+- against the peer's vector of the same face (matched by box overlap).
 
-    make bench            # or: .venv/bin/python benchmarks/ingest.py --images 1000 --workers 2
+    make bench     # or: .venv/bin/python benchmarks/ingest.py --images 2000 --workers 1,2
 
 Not a test: timings on shared machines are noisy; compare within one run only.
 """
@@ -60,6 +62,36 @@ def run_peer(paths: list[Path], workers: int) -> tuple[float, dict[str, list]]:
     }
 
 
+def dlib_one(path: str) -> tuple[str, list[tuple[tuple[int, int, int, int], np.ndarray]]]:
+    """The ingest pipeline on one photo with dlib's own embedder (the reference)."""
+    from facetrace.pipeline import Analyzer
+    from facetrace.settings import Settings
+
+    global _reference
+    if _reference is None:
+        settings = Settings.load(env={}, data_dir="/nonexistent", embedder="dlib", flip=False)
+        _reference = Analyzer.from_settings(settings, ingest=True)
+    image = _reference.analyse_file(Path(path))
+    return str(Path(path).resolve()), [(tuple(f.box.as_list()), f.embedding) for f in image.faces]
+
+
+_reference = None
+
+
+def against_dlib(paths: list[Path], ours: dict[str, list], workers: int) -> tuple[int, float]:
+    """(faces compared, largest cosine distance) between stored vectors and dlib's own."""
+    with Pool(workers) as pool:
+        reference = dict(pool.map(dlib_one, [str(p) for p in paths], chunksize=8))
+    worst, n = 0.0, 0
+    for path, faces in reference.items():
+        stored = {tuple(box): vec for box, vec in ours.get(path, [])}
+        for box, vec in faces:
+            mine = stored[tuple(box)]
+            worst = max(worst, 1 - float(mine @ vec / np.linalg.norm(mine) / np.linalg.norm(vec)))
+            n += 1
+    return n, worst
+
+
 def run_facetrace(folder: Path, data: Path, workers: int, flip: bool) -> float:
     cmd = [
         sys.executable,
@@ -106,27 +138,9 @@ def iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--images", type=int, default=1000)
-    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    args = ap.parse_args()
-    paths = pick_images(args.images)
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "photos"
-        for p in paths:
-            (folder / p.parent.name).mkdir(parents=True, exist_ok=True)
-            (folder / p.parent.name / p.name).symlink_to(p)
-        ft_seconds = run_facetrace(folder, Path(tmp) / "data", args.workers, flip=False)
-        ours = facetrace_faces(Path(tmp) / "data", folder)
-        flip_seconds = run_facetrace(folder, Path(tmp) / "flip", args.workers, flip=True)
-    peer_seconds, peer = run_peer(paths, args.workers)
-
-    ours_n = sum(len(v) for v in ours.values())
-    peer_n = sum(len(v) for v in peer.values())
+def compare_with_peer(ours: dict[str, list], peer: dict[str, list]) -> list[str]:
     diffs: dict[bool, list[float]] = {True: [], False: []}
     cos_d: dict[bool, list[float]] = {True: [], False: []}
-    matched = 0
     for path, peer_faces in peer.items():
         for (top, right, bottom, left), enc, (h, w) in peer_faces:
             # face_recognition trims boxes that cross the border before predicting landmarks;
@@ -138,32 +152,69 @@ def main() -> None:
             )
             if best is None or iou(best[0], box) < 0.5:
                 continue
-            matched += 1
             diffs[border].append(float(np.abs(best[1] - enc).max()))
             a, b = best[1], np.asarray(enc, np.float32)
             cos_d[border].append(1 - float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)))
-    n = len(paths)
-    print(f"{n} LFW images, {args.workers} worker process(es) each, same machine, one run")
-    print(f"{'':24}{'seconds':>9}{'images/s':>10}{'faces/s':>9}{'faces':>7}")
-    for name, secs, faces in (
-        ("facetrace ingest", ft_seconds, ours_n),
-        ("facetrace ingest (flip)", flip_seconds, ours_n),
-        ("face_recognition 1.3.0", peer_seconds, peer_n),
-    ):
-        print(f"{name:24}{secs:9.1f}{n / secs:10.2f}{faces / secs:9.2f}{faces:7d}")
-    print(f"speed ratio facetrace / face_recognition (images/s): {peer_seconds / ft_seconds:.2f}")
-    ratio = peer_seconds / flip_seconds
-    print(f"with mirror augmentation (the default, 2 embeddings a face): {ratio:.2f}")
-    print("embeddings below: facetrace with FACETRACE_FLIP=0, the same model as the peer")
-    print(f"faces found by both: {matched}")
+    lines = [f"faces found by both: {len(diffs[True]) + len(diffs[False])}"]
     for border, label in ((False, "inside the image"), (True, "box crossing the border")):
-        worst = max(diffs[border], default=float("nan"))
-        worst_cos = max(cos_d[border], default=float("nan"))
-        print(
-            f"  {len(diffs[border]):5d} faces {label}: largest abs difference between the two "
-            f"embeddings {worst:.2e}, largest cosine distance {worst_cos:.2e}"
+        lines.append(
+            f"  {len(diffs[border]):5d} faces {label}: largest abs difference "
+            f"{max(diffs[border], default=float('nan')):.2e}, largest cosine distance "
+            f"{max(cos_d[border], default=float('nan')):.2e}"
         )
-    print("facetrace times include the CLI's start-up, model loading, hashing and database writes.")
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", type=int, default=2000)
+    ap.add_argument("--workers", default=f"1,{os.cpu_count() or 1}", help="e.g. 1,2")
+    args = ap.parse_args()
+    worker_counts = sorted({int(w) for w in args.workers.split(",")})
+    paths = pick_images(args.images)
+    n = len(paths)
+    rows: list[tuple[str, int, float, int]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "photos"
+        for p in paths:
+            (folder / p.parent.name).mkdir(parents=True, exist_ok=True)
+            (folder / p.parent.name / p.name).symlink_to(p)
+        for w in worker_counts:
+            for flip in (True, False):
+                data = Path(tmp) / f"data-{w}-{int(flip)}"
+                secs = run_facetrace(folder, data, w, flip=flip)
+                ours = facetrace_faces(data, folder)
+                name = "facetrace" + ("" if flip else " FLIP=0")
+                rows.append((name, w, secs, sum(len(v) for v in ours.values())))
+            peer_seconds, peer = run_peer(paths, w)
+            rows.append(
+                ("face_recognition 1.3.0", w, peer_seconds, sum(len(v) for v in peer.values()))
+            )
+        print(f"{n} LFW images, same machine, one run")
+        head = ("workers", 8), ("seconds", 9), ("images/s", 10), ("faces/s", 9), ("faces", 7)
+        print(f"{'':24}" + "".join(f"{h:>{w}}" for h, w in head) + f"{'x peer':>8}")
+        for name, w, secs, faces in rows:
+            peer_secs = next(r[2] for r in rows if r[1] == w and r[0].startswith("face_rec"))
+            print(
+                f"{name:24}{w:8d}{secs:9.1f}{n / secs:10.2f}{faces / secs:9.2f}{faces:7d}"
+                f"{peer_secs / secs:8.2f}"
+            )
+        if len(worker_counts) > 1:
+            lo, hi = worker_counts[0], worker_counts[-1]
+            for name in dict.fromkeys(r[0] for r in rows):
+                t = {r[1]: r[2] for r in rows if r[0] == name}
+                print(f"scaling {name}: {lo} -> {hi} workers: {t[lo] / t[hi]:.2f}x images/s")
+        print("facetrace times include CLI start-up, model loading, hashing and database writes.")
+        print("vectors of facetrace FLIP=0 (stored by ingest):")
+        w = worker_counts[-1]
+        ours = facetrace_faces(Path(tmp) / f"data-{w}-0", folder)
+        compared, worst = against_dlib(paths, ours, w)
+        print(
+            f"  against dlib's own descriptor of the same chip: {compared} faces, "
+            f"largest cosine distance {worst:.2e} (limit 1e-3)"
+        )
+        for line in compare_with_peer(ours, peer):
+            print("  against the peer's: " + line.strip())
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ dlib's distance 0.6 corresponds to a cosine similarity of about 0.90.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
@@ -67,13 +68,31 @@ class DlibEmbedder:
 
     def embed(self, chips: list[np.ndarray]) -> np.ndarray:
         """float32 vectors, one row per chip (raw dlib output unless ``flip``)."""
-        if not chips:
-            return np.zeros((0, self.dim), np.float32)
-        if not self.flip:
-            return self._raw(chips)
-        mirrored = [np.ascontiguousarray(c[:, ::-1]) for c in chips]
-        both = normalise(self._raw(chips + mirrored))
-        return both[: len(chips)] + both[len(chips) :]
+        return embed_chips(self._raw, chips, flip=self.flip, dim=self.dim)
+
+
+def embed_chips(
+    raw: Callable[[list[np.ndarray]], np.ndarray], chips: list[np.ndarray], *, flip: bool, dim: int
+) -> np.ndarray:
+    """Vectors of ``chips`` from a backend's ``raw`` (one call for all chips): its rows as they
+    are, or with ``flip`` the sum of the unit vectors of each chip and of its mirror image."""
+    if not chips:
+        return np.zeros((0, dim), np.float32)
+    if not flip:
+        return raw(chips)
+    mirrored = [np.ascontiguousarray(c[:, ::-1]) for c in chips]
+    both = normalise(raw(chips + mirrored))
+    return both[: len(chips)] + both[len(chips) :]
+
+
+def make_embedder(name: str, flip: bool) -> Embedder:
+    """``onnx`` (dlib's network run by onnxruntime) or ``dlib``; the same vectors and model
+    ids either way (``tests/test_embed_onnx.py`` holds them within 1e-4)."""
+    if name == "onnx":
+        from facetrace.embed_onnx import OnnxDlibEmbedder
+
+        return OnnxDlibEmbedder(flip=flip)
+    return DlibEmbedder(flip=flip)
 
 
 def normalise(vectors: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ import numpy as np
 from facetrace.align import Aligner
 from facetrace.decode import decode_bytes, read_file, rotate, sha256_hex
 from facetrace.detect import Detector, find_faces, make_detector
-from facetrace.embed import DlibEmbedder, Embedder
+from facetrace.embed import DlibEmbedder, Embedder, make_embedder
 from facetrace.geometry import box_to_rotated, clip_box, from_rotated
 from facetrace.quality import assess
 from facetrace.records import AnalysedImage, DecodedImage, Face
@@ -47,7 +47,7 @@ class Analyzer:
             detector = make_detector(settings.detector, int(settings.ingest_upsample))
         return cls(
             detector=detector,
-            embedder=DlibEmbedder(flip=settings.flip),
+            embedder=make_embedder(settings.embedder, settings.flip),
             max_side=settings.detect_max_side,
             max_pixels=settings.max_pixels,
             max_file_bytes=settings.max_file_bytes,

@@ -23,6 +23,7 @@ import platformdirs
 from facetrace.errors import ConfigError
 
 DETECTORS = ("hog", "cnn")
+EMBEDDERS = ("onnx", "dlib")
 INDEX_BACKENDS = ("usearch", "exact", "ivf", "milvus")
 DATA_SETTINGS_FILE = "settings.json"
 
@@ -81,6 +82,11 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("workers", "FACETRACE_WORKERS", "Worker processes for ingest (default: all cores)."),
     Setting(
+        "embedder",
+        "FACETRACE_EMBEDDER",
+        "Runs dlib's ResNet: onnx (onnxruntime, same vectors, faster) or dlib (dlib itself).",
+    ),
+    Setting(
         "flip",
         "FACETRACE_FLIP",
         "Mirror test-time augmentation of embeddings (1 or 0); a different model id.",
@@ -114,6 +120,7 @@ class Settings:
     max_archive_bytes: int = 20 * 1024**3
     probe_rotations: bool = True
     workers: int = max(1, os.cpu_count() or 1)
+    embedder: str = "onnx"
     flip: bool = True
     target_fpir: float = 0.01
 
@@ -121,6 +128,10 @@ class Settings:
         if self.detector not in DETECTORS:
             raise ConfigError(
                 f"detector must be one of {', '.join(DETECTORS)}, not {self.detector!r}"
+            )
+        if self.embedder not in EMBEDDERS:
+            raise ConfigError(
+                f"embedder must be one of {', '.join(EMBEDDERS)}, not {self.embedder!r}"
             )
         if self.index_backend not in INDEX_BACKENDS:
             raise ConfigError(

@@ -27,11 +27,18 @@ could crash on others.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from usearch.index import BatchMatches, Index, MetricKind, ScalarKind
+
+# usearch's wheel carries its own libstdc++ and exports its symbols: onnxruntime (the
+# embedder) loaded after it crashes the process. Loaded first, both work.
+with contextlib.suppress(ImportError):
+    import onnxruntime  # noqa: F401
+
+from usearch.index import BatchMatches, Index, MetricKind, ScalarKind  # noqa: E402
 
 from facetrace.errors import ConfigError
 from facetrace.index.base import (
