@@ -5,7 +5,10 @@ Public surface (pinned by ``tests/test_index_contract.py``):
 - ``VectorIndex``: the Protocol every backend implements (see ``facetrace.index.base``
   for the conventions: non-negative int64 ids, cosine scores, ``-1``/``-inf`` padding,
   upsert, atomic saves).
-- ``BACKENDS``: ``"usearch"`` (HNSW, approximate, the default) and ``"exact"`` (NumPy).
+- ``BACKENDS``: ``"usearch"`` (HNSW, approximate), ``"exact"`` (NumPy), ``"ivf"`` (FAISS
+  inverted lists, approximate, built for millions of faces) and ``"milvus"`` (a Milvus
+  server or Milvus Lite, for deployments past one machine). Backends that need an optional
+  library are imported on first use.
 - ``create_index(backend, dim)``: a new empty index.
 - ``open_index(backend, path, dim)``: the index saved at ``path``, or a new empty one
   when nothing is there; ``IndexCorruptError`` when the files are damaged or were made
@@ -18,6 +21,7 @@ Unknown backends raise ``ConfigError``. Which backend to choose, and why, is in
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +30,15 @@ from facetrace.index.base import VectorIndex, index_files
 from facetrace.index.exact import ExactIndex
 from facetrace.index.usearch_index import UsearchIndex
 
-BACKENDS = ("usearch", "exact")
+# name -> "module:class"; each class has ``__init__(dim, **options)`` and
+# ``open(path, dim, *, mmap, verify)``.
+_CLASSES = {
+    "usearch": "facetrace.index.usearch_index:UsearchIndex",
+    "exact": "facetrace.index.exact:ExactIndex",
+    "ivf": "facetrace.index.faiss_ivf:FaissIvfIndex",
+    "milvus": "facetrace.index.milvus_index:MilvusIndex",
+}
+BACKENDS = tuple(_CLASSES)
 
 __all__ = [
     "BACKENDS",
@@ -44,12 +56,16 @@ def _check_backend(backend: str) -> None:
         raise ConfigError(f"unknown index backend {backend!r}; choose one of {', '.join(BACKENDS)}")
 
 
+def _class(backend: str) -> Any:
+    _check_backend(backend)
+    module, name = _CLASSES[backend].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def create_index(backend: str, dim: int, **options: Any) -> VectorIndex:
     """A new empty index. ``options`` go to the backend (e.g. ``dtype="i8"`` for usearch)."""
-    _check_backend(backend)
-    if backend == "exact":
-        return ExactIndex(dim, **options)
-    return UsearchIndex(dim, **options)
+    index: VectorIndex = _class(backend)(dim, **options)
+    return index
 
 
 def open_index(
@@ -61,10 +77,9 @@ def open_index(
     into memory). ``verify`` checks each data file's SHA-256 before parsing it; turn it
     off only to trade safety against damaged files for opening speed.
     """
-    _check_backend(backend)
+    cls = _class(backend)
     path = Path(path)
     if not path.exists():
         return create_index(backend, dim)
-    if backend == "exact":
-        return ExactIndex.open(path, dim, mmap=mmap, verify=verify)
-    return UsearchIndex.open(path, dim, mmap=mmap, verify=verify)
+    index: VectorIndex = cls.open(path, dim, mmap=mmap, verify=verify)
+    return index
