@@ -139,7 +139,7 @@ def test_forget_removes_from_database_and_index(
 
         g = store.get_gallery(s, "known")
         model = app.analyzer.model
-        index = GalleryIndexes(app.settings.index_dir, "usearch").load(s, g, model)
+        index = GalleryIndexes(app.settings.index_dir, app.settings.index_backend).load(s, g, model)
         assert len(index) == 7
         assert store.face_count(s, g.id, model) == 7
     code, _, err = run_cli("--data", str(data), "forget", "-g", "known", "-s", "obama")

@@ -47,7 +47,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "index_backend",
         "FACETRACE_INDEX",
-        "Vector index backend: usearch (HNSW), ivf (FAISS), exact, or milvus.",
+        "Vector index backend: ivf (FAISS; exact below 20,000 faces), usearch, exact, milvus.",
     ),
     Setting(
         "milvus_uri",
@@ -109,7 +109,7 @@ class Settings:
 
     data_dir: Path
     database_url: str | None = None
-    index_backend: str = "usearch"
+    index_backend: str = "ivf"
     milvus_uri: str | None = None
     detector: str = "hog"
     upsample: int = 1
