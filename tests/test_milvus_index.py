@@ -22,7 +22,8 @@ import pytest
 from facetrace.errors import ConfigError, IndexCorruptError, IndexError_
 from facetrace.index import create_index, index_files, open_index
 from facetrace.index.base import save_index
-from facetrace.index.milvus_index import ENV_TOKEN, ENV_URI, MilvusIndex, resolve_uri
+from facetrace.index.milvus_client import ENV_TOKEN, ENV_URI, resolve_uri
+from facetrace.index.milvus_index import MilvusIndex
 
 DIM = 128
 

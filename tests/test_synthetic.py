@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facetrace.evaluation import synthetic
+from facetrace.evaluation import synthetic, synthetic_cli
 from tests.conftest import REPO
 
 LFW_CACHE = REPO / ".eval-data" / "eval-cache" / "faces-aa7221b57782fd7d.npz"
@@ -212,7 +212,7 @@ def test_refit_from_a_cache_file(tmp_path: Path, capsys: pytest.CaptureFixture[s
         sharpness=np.full(len(x), 150.0),
     )
     out = tmp_path / "stats.npz"
-    assert synthetic.main(["fit", str(cache), "--out", str(out), "--clusters", "4"]) == 0
+    assert synthetic_cli.main(["fit", str(cache), "--out", str(out), "--clusters", "4"]) == 0
     assert "rank-1" in capsys.readouterr().out
     refit = synthetic.load_stats(out)
     assert refit.info["fitted_on"] == "faces.npz" and refit.info["photos"] == len(x)

@@ -41,24 +41,16 @@ damaged file, or a collection or Lite database that is gone or of another dimens
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import dataclasses
-import fcntl
 import json
 import os
-import re
 import secrets
-import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
 
 import numpy as np
-from pymilvus import DataType, MilvusClient
-from pymilvus.exceptions import MilvusException
 
 from facetrace.errors import ConfigError, IndexCorruptError, IndexError_
 from facetrace.index.base import (
@@ -71,245 +63,26 @@ from facetrace.index.base import (
     read_saved,
     save_index,
 )
-
-ENV_URI = "FACETRACE_MILVUS_URI"
-ENV_TOKEN = "FACETRACE_MILVUS_TOKEN"
-MAX_TOPK = 16384  # Milvus refuses larger limits (and offset + limit in queries)
-INDEX_TYPES = ("FLAT", "HNSW", "AUTOINDEX")
-_FILE = "milvus.json"
-_LOCATION_FORMAT = "facetrace-milvus-location"
-_ADD_BATCH = 4096  # rows per upsert request (about 2.5 MB at 128-d)
-_ID_BATCH = 1000  # primary keys per get/delete request
-_QUERY_BATCH = 1024  # query vectors per search request
-_RPC_TIMEOUT = 300.0
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
-_LABEL = re.compile(r"[^A-Za-z0-9_.-]+")
-_STRONG = "Strong"
-_STRONG_RPC: dict[str, Any] = {"consistency_level": _STRONG, "timeout": _RPC_TIMEOUT}
-
-
-# --- configuration ------------------------------------------------------------------
-
-
-def resolve_uri(uri: str | None) -> str:
-    """``uri`` (or ``$FACETRACE_MILVUS_URI``) as a Lite ``.db`` path or an http(s) URL.
-
-    ``milvus://host:port`` means ``http://host:port``. Credentials in the URI are refused
-    (they would end up in manifests and logs); the token comes from ``token=`` or
-    ``$FACETRACE_MILVUS_TOKEN``.
-    """
-    uri = (uri if uri is not None else os.environ.get(ENV_URI, "")).strip()
-    if not uri:
-        raise ConfigError(
-            f"the milvus index backend needs a Milvus URI: set {ENV_URI} to a Milvus Lite "
-            "file (path/faces.db) or a server (http://host:19530)"
-        )
-    if uri.startswith("milvus://"):
-        uri = "http://" + uri.removeprefix("milvus://")
-    scheme = urlsplit(uri).scheme.lower()
-    uri = scheme + uri[len(scheme) :] if scheme else uri
-    if scheme in ("http", "https"):
-        parts = urlsplit(uri)
-        if parts.username is not None or parts.password is not None:
-            raise ConfigError(
-                f"Milvus URI {_redact(uri)} holds credentials; put the token in {ENV_TOKEN} instead"
-            )
-        if not parts.hostname:
-            raise ConfigError(f"Milvus URI {uri} names no host")
-        return uri.rstrip("/")
-    if "://" in uri or not uri.endswith(".db"):
-        raise ConfigError(
-            f"Milvus URI {_redact(uri)} is neither a Milvus Lite file ending in .db nor "
-            "http(s)://host:port or milvus://host:port"
-        )
-    return os.path.abspath(os.path.expanduser(uri))
-
-
-def _redact(uri: str) -> str:
-    return re.sub(r"//[^/@]*@", "//***@", uri)
-
-
-def _is_lite(uri: str) -> bool:
-    return not uri.startswith(("http://", "https://"))
-
-
-def collection_name(model: str) -> str:
-    """The collection that holds the vectors of ``model``."""
-    return "facetrace_" + re.sub(r"[^A-Za-z0-9_]+", "_", model).strip("_")
-
-
-def _label(gallery: str | None) -> str:
-    label = _LABEL.sub("_", gallery or "").strip("_.-")[:80]
-    return label or "index"
-
-
-# --- connections --------------------------------------------------------------------
-
-
-class _Connection:
-    """One Milvus client, and what it knows about its collections."""
-
-    def __init__(self, uri: str, client: MilvusClient, token: str) -> None:
-        self.uri = uri
-        self.client = client
-        self.lite = _is_lite(uri)
-        self.token = token
-        self.dims: dict[str, int] = {}  # collections checked and loaded: name -> dim
-        self.dirty: set[str] = set()  # Lite collections changed since their last flush
-        self.counts: dict[tuple[str, str], int] = {}  # Lite only: (collection, key) -> rows
-        self.lock = threading.Lock()
-
-    @contextlib.contextmanager
-    def errors(self, action: str) -> Iterator[None]:
-        """Milvus's exceptions as one-line ``IndexError_`` naming the URI."""
-        try:
-            yield
-        except MilvusException as exc:
-            message = str(getattr(exc, "message", "") or exc)
-            if self.token:
-                message = message.replace(self.token, "***")
-            message = " ".join(message.split())
-            raise IndexError_(f"Milvus at {self.uri}: cannot {action}: {message}") from None
-
-    def describe_dim(self, name: str) -> int | None:
-        """The vector dimension of collection ``name``; None when it does not exist."""
-        with self.errors(f"read collection {name}"):
-            if not self.client.has_collection(name):
-                return None
-            info = self.client.describe_collection(name)
-        for field in info.get("fields", []):
-            if field.get("name") == "vector":
-                return int(field.get("params", {}).get("dim", -1))
-        return -1
-
-    def use(self, name: str, dim: int, create: dict[str, Any] | None) -> None:
-        """Check that collection ``name`` holds ``dim``-d vectors, and load it.
-
-        A missing collection is created with the index ``create`` describes, or is an
-        ``IndexCorruptError`` (a saved index whose vectors are gone) when that is None.
-        """
-        with self.lock:
-            if self.dims.get(name) == dim:
-                return
-            have = self.describe_dim(name)
-            if have is None and create is not None:
-                self._create(name, dim, create)
-                have = dim
-            if have != dim:
-                what = "does not exist" if have is None else f"holds {have}-d vectors"
-                where = f"Milvus at {self.uri}: collection {name} {what}"
-                if create is not None:
-                    raise IndexError_(f"{where}, not {dim}-d; use one collection per model")
-                raise IndexCorruptError(f"{where}, not {dim}-d; {REBUILD_HINT}")
-            self._load(name)
-            self.dims[name] = dim
-
-    def _create(self, name: str, dim: int, params: dict[str, Any]) -> None:
-        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-        schema.add_field("pk", DataType.VARCHAR, is_primary=True, max_length=128)
-        schema.add_field("face", DataType.INT64)
-        schema.add_field("gallery", DataType.VARCHAR, max_length=96, is_partition_key=True)
-        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
-        index_params = MilvusClient.prepare_index_params()
-        build = {k: v for k, v in params.items() if k in ("M", "efConstruction")}
-        kind = params["index_type"]
-        index_params.add_index("vector", index_type=kind, metric_type="COSINE", params=build)
-        with self.errors(f"create collection {name}"):
-            self.client.create_collection(
-                name,
-                schema=schema,
-                index_params=index_params,
-                **_STRONG_RPC,
-            )
-
-    def _load(self, name: str) -> None:
-        with self.errors(f"load collection {name}"):
-            state = self.client.get_load_state(name).get("state")
-            if getattr(state, "name", str(state)) != "Loaded":
-                self.client.load_collection(name, timeout=_RPC_TIMEOUT)
-
-    @contextlib.contextmanager
-    def changing(self, name: str, key: str, delta: int | None = None) -> Iterator[None]:
-        """Around a change to gallery ``key`` of ``name``: mark it dirty, and move its
-        remembered count by ``delta`` rows when the change succeeds (forget it if None)."""
-        count = self.counts.pop((name, key), None)
-        done = False
-        try:
-            if self.lite:
-                self.dirty.add(name)
-            yield
-            done = True
-        finally:
-            self.counts.pop((name, key), None)
-            if done and count is not None and delta is not None:
-                self.counts[(name, key)] = count + delta
-
-    def settle(self, name: str) -> None:
-        """Flush a Lite collection changed since its last flush (see module docstring)."""
-        if name in self.dirty:
-            with self.errors(f"flush collection {name}"):
-                self.client.flush(name, timeout=_RPC_TIMEOUT)
-            self.dirty.discard(name)
-
-
-_connections: dict[tuple[str, str], _Connection] = {}
-_connections_lock = threading.Lock()
-
-
-def _close_all() -> None:
-    with _connections_lock:
-        conns = list(_connections.values())
-        _connections.clear()
-    for conn in conns:
-        with contextlib.suppress(Exception):
-            conn.client.close()
-
-
-def _connect(uri: str, token: str, timeout: float) -> _Connection:
-    """This process's client for ``uri`` and ``token``, connecting on first use.
-
-    Milvus Lite has no users: its token is ignored, so a ``.db`` has one client.
-    """
-    if _is_lite(uri):
-        token = ""
-    key = (uri, token)
-    with _connections_lock:
-        conn = _connections.get(key)
-        if conn is not None:
-            return conn
-        if _is_lite(uri):
-            _check_lite_free(uri)
-        try:
-            client = MilvusClient(uri=uri, token=token, timeout=timeout)
-        except MilvusException as exc:
-            message = " ".join(str(getattr(exc, "message", "") or exc).split())
-            if token:
-                message = message.replace(token, "***")
-            raise IndexError_(f"cannot connect to Milvus at {uri}: {message}") from None
-        if not _connections:
-            atexit.register(_close_all)  # after Milvus Lite's own hook, so it runs first
-        conn = _Connection(uri, client, token)
-        _connections[key] = conn
-        return conn
-
-
-def _check_lite_free(uri: str) -> None:
-    """A clear error when another process has the Milvus Lite database ``uri`` open."""
-    lock_path = Path(uri) / "LOCK"
-    if not lock_path.is_file():
-        return
-    fd = os.open(lock_path, os.O_RDWR)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        fcntl.flock(fd, fcntl.LOCK_UN)
-    except OSError:
-        raise IndexError_(
-            f"Milvus Lite database {uri} is open in another process; Milvus Lite serves one "
-            "process at a time (use a Milvus server to share an index)"
-        ) from None
-    finally:
-        os.close(fd)
-
+from facetrace.index.milvus_client import (
+    ADD_BATCH,
+    ENV_TOKEN,
+    FILE,
+    ID_BATCH,
+    INDEX_TYPES,
+    LABEL,
+    LOCATION_FORMAT,
+    MAX_TOPK,
+    NAME,
+    QUERY_BATCH,
+    RPC_TIMEOUT,
+    STRONG_RPC,
+    Connection,
+    collection_name,
+    connect,
+    is_lite,
+    label,
+    resolve_uri,
+)
 
 # --- the index ----------------------------------------------------------------------
 
@@ -323,7 +96,7 @@ class Location:
     gallery: str
 
     def to_json(self) -> dict[str, Any]:
-        return {"format": _LOCATION_FORMAT, **dataclasses.asdict(self)}
+        return {"format": LOCATION_FORMAT, **dataclasses.asdict(self)}
 
 
 class MilvusIndex:
@@ -359,9 +132,9 @@ class MilvusIndex:
             raise ValueError(f"dim must be positive, not {dim}")
         uri = resolve_uri(uri)
         name = collection or collection_name(model)
-        if not _NAME.match(name):
+        if not NAME.match(name):
             raise ConfigError(f"bad Milvus collection name {name!r}: use letters, digits, _")
-        kind = (index_type or ("FLAT" if _is_lite(uri) else "HNSW")).upper()
+        kind = (index_type or ("FLAT" if is_lite(uri) else "HNSW")).upper()
         if kind not in INDEX_TYPES:
             raise ConfigError(f"Milvus index_type must be one of {', '.join(INDEX_TYPES)}")
         self.dim = dim
@@ -369,14 +142,14 @@ class MilvusIndex:
         self.params: dict[str, Any] = {"metric": "COSINE", "index_type": kind}
         if kind == "HNSW":
             self.params.update(M=hnsw_m, efConstruction=ef_construction, ef=ef_search)
-        key = f"{_label(gallery)}-{secrets.token_hex(6)}"
-        if _is_lite(uri):
+        key = f"{label(gallery)}-{secrets.token_hex(6)}"
+        if is_lite(uri):
             Path(uri).parent.mkdir(parents=True, exist_ok=True)
         token = token if token is not None else os.environ.get(ENV_TOKEN, "")
-        self._bind(Location(uri, name, key), _connect(uri, token, timeout))
+        self._bind(Location(uri, name, key), connect(uri, token, timeout))
         self._conn.use(name, dim, create=self.params)
 
-    def _bind(self, location: Location, conn: _Connection) -> None:
+    def _bind(self, location: Location, conn: Connection) -> None:
         self.location = location
         self._conn = conn
         self._client = conn.client
@@ -396,8 +169,8 @@ class MilvusIndex:
             return
         name, key = self.location.collection, self.location.gallery
         with self._conn.errors(f"add vectors to {name}"):
-            for start in range(0, id_arr.size, _ADD_BATCH):
-                stop = start + _ADD_BATCH
+            for start in range(0, id_arr.size, ADD_BATCH):
+                stop = start + ADD_BATCH
                 rows = [
                     {"pk": self._pk(i), "face": i, "gallery": key, "vector": v}
                     for i, v in zip(id_arr[start:stop].tolist(), vec_arr[start:stop], strict=True)
@@ -406,17 +179,17 @@ class MilvusIndex:
                 if (name, key) in self._conn.counts:  # keep a remembered count exact
                     delta = len(rows) - len(self._present([row["pk"] for row in rows]))
                 with self._conn.changing(name, key, delta):
-                    self._client.upsert(name, rows, timeout=_RPC_TIMEOUT)
+                    self._client.upsert(name, rows, timeout=RPC_TIMEOUT)
 
     def _present(self, pks: list[str]) -> list[str]:
         """Those of ``pks`` that are in the collection."""
         present: list[str] = []
-        for start in range(0, len(pks), _ID_BATCH):
+        for start in range(0, len(pks), ID_BATCH):
             found = self._client.get(
                 self.location.collection,
-                ids=pks[start : start + _ID_BATCH],
+                ids=pks[start : start + ID_BATCH],
                 output_fields=["pk"],
-                **_STRONG_RPC,
+                **STRONG_RPC,
             )
             present += [str(row["pk"]) for row in found]
         return present
@@ -426,10 +199,10 @@ class MilvusIndex:
         name = self.location.collection
         with self._conn.errors(f"remove vectors from {name}"):
             present = self._present([self._pk(i) for i in id_arr.tolist()])
-            for start in range(0, len(present), _ID_BATCH):
-                batch = present[start : start + _ID_BATCH]
+            for start in range(0, len(present), ID_BATCH):
+                batch = present[start : start + ID_BATCH]
                 with self._conn.changing(name, self.location.gallery, -len(batch)):
-                    self._client.delete(name, ids=batch, timeout=_RPC_TIMEOUT)
+                    self._client.delete(name, ids=batch, timeout=RPC_TIMEOUT)
         return len(present)
 
     def drop(self) -> None:
@@ -440,7 +213,7 @@ class MilvusIndex:
             self._conn.errors(f"delete gallery {key} from {name}"),
             self._conn.changing(name, key),
         ):
-            self._client.delete(name, filter=self._filter, timeout=_RPC_TIMEOUT)
+            self._client.delete(name, filter=self._filter, timeout=RPC_TIMEOUT)
 
     # --- queries ----------------------------------------------------------------
 
@@ -450,8 +223,8 @@ class MilvusIndex:
         out_ids, out_scores = empty_results(m, k)
         limit = min(int(k), MAX_TOPK)
         self._read()
-        for start in range(0, m, _QUERY_BATCH):
-            for row, best in enumerate(self._search(q[start : start + _QUERY_BATCH], limit)):
+        for start in range(0, m, QUERY_BATCH):
+            for row, best in enumerate(self._search(q[start : start + QUERY_BATCH], limit)):
                 n = min(len(best), limit)
                 if n:
                     out_ids[start + row, :n] = list(best)[:n]
@@ -483,7 +256,7 @@ class MilvusIndex:
                     filter=self._filter,
                     output_fields=["face"],
                     search_params=params,
-                    **_STRONG_RPC,
+                    **STRONG_RPC,
                 )
             rows: list[dict[int, float]] = []
             short = False
@@ -508,7 +281,7 @@ class MilvusIndex:
                 name,
                 filter=self._filter,
                 output_fields=["count(*)"],
-                **_STRONG_RPC,
+                **STRONG_RPC,
             )
         count = int(rows[0]["count(*)"]) if rows else 0
         if self._conn.lite:
@@ -528,7 +301,7 @@ class MilvusIndex:
                     filter=self._filter,
                     output_fields=["face"],
                     limit=MAX_TOPK,
-                    **_STRONG_RPC,
+                    **STRONG_RPC,
                 )
                 found = [int(row["face"]) for row in rows]
             else:  # Lite logs a harmless warning about its missing MVCC timestamp here
@@ -537,7 +310,7 @@ class MilvusIndex:
                     batch_size=MAX_TOPK // 2,
                     filter=self._filter,
                     output_fields=["face"],
-                    **_STRONG_RPC,
+                    **STRONG_RPC,
                 )
                 try:
                     while batch := it.next():
@@ -566,7 +339,7 @@ class MilvusIndex:
             count=count,
             params=self.params,
             meta=self.meta,
-            writers={_FILE: write},
+            writers={FILE: write},
         )
         if (
             previous is not None
@@ -580,7 +353,7 @@ class MilvusIndex:
                 self._conn.errors(f"delete replaced rows from {name}"),
                 self._conn.changing(name, old),
             ):
-                self._client.delete(name, filter=f'gallery == "{old}"', timeout=_RPC_TIMEOUT)
+                self._client.delete(name, filter=f'gallery == "{old}"', timeout=RPC_TIMEOUT)
 
     @classmethod
     def open(
@@ -599,19 +372,19 @@ class MilvusIndex:
         IndexError_ when Milvus cannot be reached.
         """
         saved = read_saved(path, backend=cls.backend, dim=dim, verify=verify)
-        data = saved.files.get(_FILE)
+        data = saved.files.get(FILE)
         if data is None or len(saved.files) != 1:
-            raise corrupt(saved.path, f"expected one {_FILE} file")
+            raise corrupt(saved.path, f"expected one {FILE} file")
         location = _read_location(data)
         p = saved.params
         kind = p.get("index_type")
         if p.get("metric") != "COSINE" or kind not in INDEX_TYPES:
             raise corrupt(saved.path, f"bad milvus parameters {p!r}")
-        if _is_lite(location.uri) and not Path(location.uri).is_dir():
+        if is_lite(location.uri) and not Path(location.uri).is_dir():
             message = f"Milvus Lite database {location.uri} does not exist; {REBUILD_HINT}"
             raise IndexCorruptError(message, path=saved.path)
         token = token if token is not None else os.environ.get(ENV_TOKEN, "")
-        conn = _connect(location.uri, token, timeout)
+        conn = connect(location.uri, token, timeout)
         conn.use(location.collection, dim, create=None)
         index = cls.__new__(cls)
         index.dim = dim
@@ -629,7 +402,7 @@ def _read_location(data: Path) -> Location:
     fields = ("uri", "collection", "gallery")
     if (
         not isinstance(raw, dict)
-        or raw.get("format") != _LOCATION_FORMAT
+        or raw.get("format") != LOCATION_FORMAT
         or not all(isinstance(raw.get(f), str) for f in fields)
     ):
         raise corrupt(data, "not a facetrace milvus location file")
@@ -637,7 +410,7 @@ def _read_location(data: Path) -> Location:
         uri = resolve_uri(raw["uri"])
     except ConfigError as exc:
         raise corrupt(data, f"bad Milvus URI: {exc.reason}") from None
-    if not _NAME.match(raw["collection"]) or _LABEL.search(raw["gallery"]) or not raw["gallery"]:
+    if not NAME.match(raw["collection"]) or LABEL.search(raw["gallery"]) or not raw["gallery"]:
         raise corrupt(data, "bad collection or gallery key")
     return Location(uri, raw["collection"], raw["gallery"])
 
@@ -648,7 +421,7 @@ def _saved_location(path: Path, dim: int) -> Location | None:
         return None
     try:
         saved = read_saved(path, backend=MilvusIndex.backend, dim=dim, verify=True)
-        data = saved.files.get(_FILE)
+        data = saved.files.get(FILE)
         return _read_location(data) if data is not None else None
     except IndexCorruptError:
         return None
