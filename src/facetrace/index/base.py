@@ -296,6 +296,17 @@ def read_saved(path: Path, *, backend: str, dim: int, verify: bool = True) -> Sa
     raise AssertionError("unreachable")
 
 
+def read_single(
+    path: Path, *, backend: str, dim: int, suffix: str, verify: bool = True
+) -> tuple[SavedIndex, Path]:
+    """``read_saved`` for a backend that saves one data file, named by ``suffix``."""
+    saved = read_saved(path, backend=backend, dim=dim, verify=verify)
+    data = saved.files.get(suffix)
+    if data is None or len(saved.files) != 1:
+        raise corrupt(saved.path, f"expected one {suffix} file")
+    return saved, data
+
+
 def _read_manifest(path: Path) -> dict[str, Any]:
     try:
         size = path.stat().st_size

@@ -61,6 +61,7 @@ from facetrace.index.base import (
     corrupt,
     empty_results,
     read_saved,
+    read_single,
     save_index,
 )
 from facetrace.index.milvus_client import (
@@ -371,10 +372,7 @@ class MilvusIndex:
         IndexCorruptError when the files are damaged or the collection is gone;
         IndexError_ when Milvus cannot be reached.
         """
-        saved = read_saved(path, backend=cls.backend, dim=dim, verify=verify)
-        data = saved.files.get(FILE)
-        if data is None or len(saved.files) != 1:
-            raise corrupt(saved.path, f"expected one {FILE} file")
+        saved, data = read_single(path, backend=cls.backend, dim=dim, suffix=FILE, verify=verify)
         location = _read_location(data)
         p = saved.params
         kind = p.get("index_type")

@@ -47,7 +47,7 @@ from facetrace.index.base import (
     check_search,
     corrupt,
     empty_results,
-    read_saved,
+    read_single,
     save_index,
 )
 
@@ -204,10 +204,7 @@ class UsearchIndex:
         With ``verify=False`` the SHA-256 check is skipped: faster for a big index, but
         a damaged file may then crash the process instead of raising.
         """
-        saved = read_saved(path, backend=cls.backend, dim=dim, verify=verify)
-        data = saved.files.get(_FILE)
-        if data is None or len(saved.files) != 1:
-            raise corrupt(saved.path, f"expected one {_FILE} file")
+        saved, data = read_single(path, backend=cls.backend, dim=dim, suffix=_FILE, verify=verify)
         p = saved.params
         try:
             index = cls(
