@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 FACES ?= $(abspath ../shared/faces)
 
-.PHONY: demo test lint install bench clean
+.PHONY: demo test lint install system-deps bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,11 @@ lint: install
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 
-test: lint
+# Debian packages the tests need (PostgreSQL server, Chromium): only the missing ones.
+system-deps:
+	scripts/system-deps.sh
+
+test: system-deps lint
 	FACETRACE_FACES=$(FACES) $(BIN)/pytest
 
 # Benchmarks install their peers (face_recognition without its dlib source build).

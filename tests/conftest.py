@@ -53,3 +53,33 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, st
         timeout=600,
     )
     return proc.returncode, proc.stdout, proc.stderr
+
+
+@pytest.fixture(scope="session")
+def postgres_server():  # type: ignore[no-untyped-def]
+    """A throwaway PostgreSQL server for the whole session (see ``tests/postgres.py``)."""
+    from tests.postgres import NOT_INSTALLED, running_server, server_bindir
+
+    if server_bindir() is None:
+        if os.environ.get("CI"):
+            pytest.fail(NOT_INSTALLED)
+        pytest.skip(NOT_INSTALLED)
+    with running_server() as server:
+        yield server
+
+
+@pytest.fixture()
+def pg_url(postgres_server):  # type: ignore[no-untyped-def]
+    """The SQLAlchemy URL of a new, empty PostgreSQL database (its engines closed after)."""
+    from tests.postgres import engines_disposed
+
+    with engines_disposed():
+        yield postgres_server.new_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A new, empty database on each backend: a SQLite file, then a PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'facetrace.db'}"
+    return str(request.getfixturevalue("pg_url"))

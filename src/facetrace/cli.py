@@ -24,6 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from facetrace import render
 from facetrace.app import Facetrace
 from facetrace.cli_eval import app_of, calibrate_cmd, eval_group
+from facetrace.cli_service import admin_group, audit_group, serve_cmd
 from facetrace.errors import ConfigError, FacetraceError
 from facetrace.settings import DETECTORS, INDEX_BACKENDS, Settings, parse_index_target
 from facetrace.sources import Item, count_items, from_manifest, from_path
@@ -290,6 +291,9 @@ def demo(ctx: click.Context) -> None:
 
 cli.add_command(eval_group)
 cli.add_command(calibrate_cmd)
+cli.add_command(serve_cmd)
+cli.add_command(admin_group)
+cli.add_command(audit_group)
 
 
 def main(argv: list[str] | None = None) -> int:

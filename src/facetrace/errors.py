@@ -17,8 +17,19 @@ process status the CLI uses for it, and a message that names the file or object 
     ├── NoFaceError                     a photo in which no face was found (exit 4)
     ├── NotFoundError                   a named gallery, subject or face does not exist (exit 5)
     ├── ModelMismatchError              vectors made by different models compared (exit 6)
-    └── IndexError_                     the vector index cannot be used (exit 7)
-        └── IndexCorruptError           an index file is damaged; rebuild with `reindex`
+    ├── IndexError_                     the vector index cannot be used (exit 7)
+    │   └── IndexCorruptError           an index file is damaged; rebuild with `reindex`
+    └── ServiceError                    a request the service refuses (exit 8)
+        ├── AuthError                   not signed in, bad password, expired or revoked token
+        ├── ForbiddenError              signed in, but the role does not allow it
+        ├── ConflictError               clashes with what exists (duplicate, second decision)
+        ├── RequestError                a request that is malformed or fails validation
+        ├── PayloadTooLargeError        an upload over the size limit
+        ├── UnsupportedMediaError       an upload that is not an image (or archive)
+        ├── RateLimitError              too many attempts; wait and try again
+        └── AuditChainError             the audit log was edited, deleted or reordered
+
+``facetrace.service.http`` maps these to HTTP status codes, and NotFoundError to 404.
 
 Conventions: messages are one line, start with the object (``photo.jpg: ...``) when there
 is one, and end with what to do when something can be done.
@@ -108,3 +119,41 @@ class IndexError_(FacetraceError):  # noqa: N801 - avoid shadowing the builtin I
 
 class IndexCorruptError(IndexError_):
     """An index file is damaged or unreadable; `facetrace reindex` rebuilds it."""
+
+
+class ServiceError(FacetraceError):
+    """A request the web service or API refuses."""
+
+    exit_code = 8
+
+
+class AuthError(ServiceError):
+    """Not signed in, wrong credentials, or an expired or revoked token."""
+
+
+class ForbiddenError(ServiceError):
+    """Signed in, but the user's role or organisation does not allow this."""
+
+
+class ConflictError(ServiceError):
+    """The request clashes with what exists: a duplicate name, a second decision."""
+
+
+class RequestError(ServiceError):
+    """A request that is malformed or fails validation."""
+
+
+class PayloadTooLargeError(ServiceError):
+    """An upload over the configured size limit."""
+
+
+class UnsupportedMediaError(ServiceError):
+    """An upload that is not an image (or, for ingest, an archive of images)."""
+
+
+class RateLimitError(ServiceError):
+    """Too many attempts in a short time; the message says when to try again."""
+
+
+class AuditChainError(ServiceError):
+    """The audit log's hash chain is broken: an entry was edited, deleted or reordered."""

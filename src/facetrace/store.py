@@ -288,9 +288,12 @@ def face_infos(session: Session, face_ids: list[int]) -> dict[int, FaceInfo]:
     }
 
 
-def gallery_stats(session: Session) -> list[dict[str, Any]]:
+def gallery_stats(session: Session, only: set[int] | None = None) -> list[dict[str, Any]]:
+    """Counts per gallery (every gallery, or those whose id is in ``only``)."""
     out = []
     for g in all_galleries(session):
+        if only is not None and g.id not in only:
+            continue
         images = session.scalar(select(func.count()).where(SourceImage.gallery_id == g.id))
         faces = session.scalar(select(func.count()).where(FaceRow.gallery_id == g.id))
         subjects = session.scalar(select(func.count()).where(Subject.gallery_id == g.id))

@@ -66,6 +66,20 @@ POSTGRESQL_TRIGGERS = [
     CREATE TRIGGER face_tally_keep AFTER INSERT OR DELETE OR UPDATE OF gallery_id, model, id
     ON face FOR EACH ROW EXECUTE FUNCTION face_tally_keep()
     """,
+    # TRUNCATE (also reached by TRUNCATE ... CASCADE from gallery or source_image) fires
+    # no row trigger: it empties every gallery, so every count drops to zero.
+    """
+    CREATE FUNCTION face_tally_truncate() RETURNS trigger AS $$
+    BEGIN
+        UPDATE face_tally SET faces = 0;
+        RETURN NULL;
+    END
+    $$ LANGUAGE plpgsql
+    """,
+    """
+    CREATE TRIGGER face_tally_truncate AFTER TRUNCATE ON face
+    FOR EACH STATEMENT EXECUTE FUNCTION face_tally_truncate()
+    """,
 ]
 
 
@@ -101,7 +115,8 @@ def downgrade() -> None:
         for name in ("face_tally_insert", "face_tally_delete", "face_tally_update"):
             op.execute(f"DROP TRIGGER IF EXISTS {name}")
     else:
-        op.execute("DROP TRIGGER IF EXISTS face_tally_keep ON face")
-        op.execute("DROP FUNCTION IF EXISTS face_tally_keep()")
+        for name in ("face_tally_keep", "face_tally_truncate"):
+            op.execute(f"DROP TRIGGER IF EXISTS {name} ON face")
+            op.execute(f"DROP FUNCTION IF EXISTS {name}()")
     op.drop_table("face_tally")
     op.drop_index("ix_face_gallery_model_id", table_name="face")

@@ -1,0 +1,73 @@
+"""Who may see and do what: roles, and the organisation boundary.
+
+Roles: ``admin`` (users, galleries, grants, ingest, deletion, the audit log), ``examiner``
+(cases, probes, searches, review decisions), ``reviewer`` (review decisions), ``viewer``
+(reads). Everything belongs to one organisation; a gallery may be shared read-only with
+another by a grant. Objects of an organisation the user cannot see are reported as not
+found (404), never as forbidden, so their existence does not leak.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from facetrace.db import Gallery
+from facetrace.errors import ForbiddenError, NotFoundError
+from facetrace.service.auth import Principal
+from facetrace.service.tables import CaseFile, GalleryGrant, GalleryOwner
+
+PERMISSIONS = {
+    "read": {"admin", "examiner", "reviewer", "viewer"},
+    "case.write": {"admin", "examiner"},
+    "search": {"admin", "examiner"},
+    "review": {"admin", "examiner", "reviewer"},
+    "gallery.write": {"admin"},
+    "users": {"admin"},
+    "audit": {"admin"},
+}
+
+
+def require(who: Principal, permission: str) -> None:
+    if who.role not in PERMISSIONS[permission]:
+        allowed = ", ".join(sorted(PERMISSIONS[permission]))
+        raise ForbiddenError(f"role {who.role!r} may not do this ({permission}: {allowed})")
+
+
+def visible_galleries(session: Session, who: Principal) -> dict[int, str]:
+    """Gallery id -> ``own`` or ``granted``, for the user's organisation."""
+    owned = session.execute(
+        select(GalleryOwner.gallery_id).where(GalleryOwner.org_id == who.org_id)
+    ).scalars()
+    out = {gid: "own" for gid in owned}
+    granted = session.execute(
+        select(GalleryGrant.gallery_id).where(GalleryGrant.org_id == who.org_id)
+    ).scalars()
+    for gid in granted:
+        out.setdefault(gid, "granted")
+    return out
+
+
+def gallery(session: Session, who: Principal, name: str, *, write: bool = False) -> Gallery:
+    """A gallery the user can see (owned, to write); else not found or forbidden."""
+    row = session.execute(select(Gallery).where(Gallery.name == name)).scalar()
+    seen = visible_galleries(session, who).get(row.id) if row else None
+    if row is None or seen is None:
+        raise NotFoundError(f"gallery {name!r} does not exist")
+    if write:
+        require(who, "gallery.write")
+        if seen != "own":
+            raise ForbiddenError(f"gallery {name!r} is shared with you read-only")
+    return row
+
+
+def owner_of(session: Session, gallery_id: int) -> int | None:
+    row = session.get(GalleryOwner, gallery_id)
+    return row.org_id if row else None
+
+
+def case(session: Session, who: Principal, case_id: int) -> CaseFile:
+    row = session.get(CaseFile, case_id)
+    if row is None or row.org_id != who.org_id:
+        raise NotFoundError(f"case {case_id} does not exist")
+    return row
