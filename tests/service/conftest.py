@@ -1,8 +1,8 @@
 """Fixtures for the service: an application on a fresh data directory, two agencies with a
 user of every role, API tokens for each, and a gallery of real LFW faces.
 
-``service_db`` picks the database: SQLite by default; tests parametrized with
-``db_url`` (tests/conftest.py) run against a real PostgreSQL server too.
+``world`` is parametrized by ``db_url`` (tests/conftest.py): every test that uses it runs
+on SQLite and on a real PostgreSQL server.
 """
 
 from __future__ import annotations
@@ -71,15 +71,9 @@ def make_world(data_dir: Path, db_url: str | None = None, **options: Any) -> Ite
 
 
 @pytest.fixture()
-def world(tmp_path: Path) -> Iterator[World]:
-    """The service on SQLite."""
-    with make_world(tmp_path / "data") as w:
-        yield w
-
-
-@pytest.fixture()
-def any_world(tmp_path: Path, db_url: str) -> Iterator[World]:
-    """The service on SQLite, then on a real PostgreSQL server."""
+def world(tmp_path: Path, db_url: str) -> Iterator[World]:
+    """The service on SQLite, then on a real PostgreSQL server: every service test runs
+    on both."""
     with make_world(tmp_path / "data", db_url if db_url.startswith("postgresql") else None) as w:
         yield w
 

@@ -35,12 +35,12 @@ def unprotect(s, dialect: str) -> None:  # type: ignore[no-untyped-def]
         s.execute(text("ALTER TABLE audit_log DISABLE TRIGGER USER"))
 
 
-def test_the_log_refuses_edits_and_deletes(any_world: World) -> None:
-    some_entries(any_world)
+def test_the_log_refuses_edits_and_deletes(world: World) -> None:
+    some_entries(world)
     for sql in ("UPDATE audit_log SET action = 'nothing'", "DELETE FROM audit_log"):
-        with any_world.service.sessions() as s, pytest.raises(DBAPIError, match="append-only"):
+        with world.service.sessions() as s, pytest.raises(DBAPIError, match="append-only"):
             s.execute(text(sql))
-    with any_world.service.sessions() as s:
+    with world.service.sessions() as s:
         assert audit.verify(s).ok
 
 
@@ -63,9 +63,9 @@ TAMPERING: dict[str, tuple[Callable[[int], list[str]], str]] = {
 
 
 @pytest.mark.parametrize("how", list(TAMPERING))
-def test_verify_names_the_first_bad_entry(any_world: World, how: str) -> None:
-    some_entries(any_world)
-    sessions = any_world.service.sessions
+def test_verify_names_the_first_bad_entry(world: World, how: str) -> None:
+    some_entries(world)
+    sessions = world.service.sessions
     with sessions() as s:
         n = audit.verify(s).entries
         dialect = s.get_bind().dialect.name

@@ -3,10 +3,10 @@
 Set-up from the shell exactly as the README says (``facetrace admin create-org``,
 ``create-user`` for the first administrator, ``facetrace serve`` as its own process),
 then everything else in Debian's Chromium driven by Playwright: the administrator signs
-in, creates an examiner and a reviewer, ingests a gallery (a zip with a folder per
-person) and watches the job finish; the examiner opens a case, uploads a probe photo and
-searches; the examiner and then the reviewer each confirm the top candidate, the second
-without seeing the first's note; the case shows the confirmed identification. Finally
+in, creates two reviewers, ingests a gallery (a zip with a folder per person) and
+watches the job finish, opens a case, uploads a probe photo and searches; the two
+reviewers each confirm the top candidate, the second without seeing the first's note;
+the case shows the confirmed identification. Finally
 ``facetrace audit verify`` checks the chain the whole session wrote.
 """
 
@@ -39,7 +39,7 @@ FLAGS = [
     "--disable-sync",
 ]
 ADMIN_PASSWORD = "first administrator 1"
-PASSWORDS = {"eve": "examiner password 2", "rob": "reviewer password 3"}
+PASSWORDS = {"rob": "reviewer password 2", "rita": "reviewer password 3"}
 PEOPLE = ["Abdullah_Gul", "Adrien_Brody", "Aaron_Peirsol"]
 
 
@@ -155,7 +155,7 @@ def test_set_up_ingest_search_and_confirm_in_a_real_browser(
 
             # The administrator creates two users and ingests a gallery.
             sign_in(page, url, "chief", ADMIN_PASSWORD)
-            for username, role in (("eve", "examiner"), ("rob", "reviewer")):
+            for username, role in (("rob", "reviewer"), ("rita", "reviewer")):
                 page.goto(url + "/admin/users")
                 page.fill("#new-username", username)
                 page.fill("#new-user-form [name=display_name]", username.title())
@@ -173,10 +173,9 @@ def test_set_up_ingest_search_and_confirm_in_a_real_browser(
             page.screenshot(path=str(shots / "1-gallery.png"))
             page.goto(url + "/galleries")
             assert "registry" in page.locator("body").inner_text()
-            sign_out(page)
 
-            # The examiner opens a case and searches with a probe photo.
-            sign_in(page, url, "eve", PASSWORDS["eve"])
+            # The administrator opens a case and searches with a probe photo.
+            page.goto(url + "/")
             page.fill("#new-case-form [name=number]", "FO-2026-031")
             page.select_option("#new-case-form [name=purpose]", "missing")
             page.fill("#new-case-form [name=description]", "photo handed in by a neighbour")
@@ -195,13 +194,18 @@ def test_set_up_ingest_search_and_confirm_in_a_real_browser(
                     "(el) => el.complete && el.naturalWidth > 0", arg=img.element_handle()
                 )
             page.screenshot(path=str(shots / "2-results.png"), full_page=True)
+            sign_out(page)
+
+            # The first reviewer records a potential candidate.
+            sign_in(page, url, "rob", PASSWORDS["rob"])
+            page.goto(result_url)
             decide(page, "potential candidate", "same ear shape; mole under the left eye")
             status = page.locator(".review-status").first.inner_text()
             assert status == "awaiting second review"
             sign_out(page)
 
-            # The reviewer decides without seeing the first note, and confirms.
-            sign_in(page, url, "rob", PASSWORDS["rob"])
+            # The second decides without seeing the first note, and confirms.
+            sign_in(page, url, "rita", PASSWORDS["rita"])
             page.goto(result_url)
             assert "mole under the left eye" not in page.locator("body").inner_text()
             decide(page, "potential candidate", "agree: ear and hairline")

@@ -14,8 +14,8 @@ from facetrace.search import LEAD_NOTICE
 from tests.service.conftest import World, add_gallery
 
 
-def test_two_people_confirm_an_identification(any_world: World, faces_dir: Path) -> None:
-    w = any_world
+def test_two_people_confirm_an_identification(world: World, faces_dir: Path) -> None:
+    w = world
     c = w.client
     probes = add_gallery(w.service, faces_dir)
     ex, rev, rev2 = w.h("north", "examiner"), w.h("north", "reviewer"), w.h("north", "reviewer2")
