@@ -40,13 +40,16 @@ def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, stdin: str | None = None
+) -> tuple[int, str, str]:
     """Run the facetrace CLI in a subprocess: (exit code, stdout, stderr)."""
     import subprocess
     import sys
 
     proc = subprocess.run(
         [sys.executable, "-m", "facetrace", *args],
+        input=stdin,
         capture_output=True,
         text=True,
         env={**os.environ, "FACETRACE_WORKERS": "1", "COLUMNS": "200", **(env or {})},

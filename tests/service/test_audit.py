@@ -85,31 +85,11 @@ def test_cli_verify_exit_code(tmp_path: Path) -> None:
     data = tmp_path / "data"
     code, _, err = run_cli("--data", str(data), "admin", "create-org", "West")
     assert code == 0, err
-    with (tmp_path / "pw").open("w") as f:
-        f.write(PASSWORD + "\n")
-    import subprocess
-    import sys
-
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "facetrace",
-            "--data",
-            str(data),
-            "admin",
-            "create-user",
-            "West",
-            "wanda",
-            "--role",
-            "admin",
-        ],
-        input=PASSWORD + "\n",
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
+    code, _, err = run_cli(
+        "--data", str(data), "admin", "create-user", "West", "wanda", "--role", "admin",
+        stdin=PASSWORD + "\n",
+    )  # fmt: skip
+    assert code == 0, err
     code, out, _ = run_cli("--data", str(data), "audit", "verify")
     assert code == 0 and "2 entries" in out
     from facetrace.db import open_database

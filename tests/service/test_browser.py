@@ -59,28 +59,11 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     data = tmp_path / "data"
     code, _, err = run_cli("--data", str(data), "admin", "create-org", "Field Office")
     assert code == 0, err
-    made = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "facetrace",
-            "--data",
-            str(data),
-            "admin",
-            "create-user",
-            "Field Office",
-            "chief",
-            "--role",
-            "admin",
-            "--name",
-            "Chief Examiner",
-        ],
-        input=ADMIN_PASSWORD + "\n",
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert made.returncode == 0, made.stderr
+    code, _, err = run_cli(
+        "--data", str(data), "admin", "create-user", "Field Office", "chief", "--role", "admin",
+        "--name", "Chief Examiner", stdin=ADMIN_PASSWORD + "\n",
+    )  # fmt: skip
+    assert code == 0, err
     port = free_port()
     log = (tmp_path / "serve.log").open("w")
     proc = subprocess.Popen(
