@@ -32,7 +32,9 @@ its own:
 
 Backends (``--backends``; the default is ``flat,ivf,ivf-fp16,ivf-sq8,usearch,milvus``):
 ``flat`` (FAISS IndexFlatIP, exact, the reference peer, always run), ``ivf`` (facetrace's
-FAISS inverted-list backend, codec flat, and ``ivf-fp16`` / ``ivf-sq8``), ``usearch``
+FAISS inverted-list backend, codec flat, and ``ivf-fp16`` / ``ivf-sq8``), ``ivf-pq``
+(facetrace's lists of 4-bit product codes re-ranked on float32 vectors, and
+``ivf-pq-fp16`` re-ranked on float16), ``usearch``
 (facetrace's HNSW backend, f32, and ``usearch-f16`` / ``usearch-i8``), ``faiss-hnsw``
 (raw FAISS IndexHNSWFlat M=16, efConstruction 128) and ``milvus`` (facetrace's Milvus
 backend on Milvus Lite, FLAT). The graph indexes and Milvus are too slow to build or
@@ -126,6 +128,20 @@ VARIANTS = {
                 codec,
             )
             for suffix, codec in (("", "flat"), ("-fp16", "fp16"), ("-sq8", "sq8"))
+        ),
+        *(
+            Variant(
+                f"ivf-pq{suffix}",
+                f"facetrace ivf-pq (PQ{DIM}x4fs, re-ranked on {refine})",
+                "facetrace",
+                "ivf-pq",
+                {"refine": refine},
+                "nprobe",
+                IVF_SWEEP,
+                "ivf-pq",
+                f"pq-{refine}",
+            )
+            for suffix, refine in (("", "f32"), ("-fp16", "fp16"))
         ),
         *(
             Variant(
@@ -275,7 +291,19 @@ def peak_rss() -> int:
     return hwm + children
 
 
-_MODULES = {"ivf": "faiss_ivf", "usearch": "usearch_index", "milvus": "milvus_index"}
+_MODULES = {
+    "ivf": "faiss_ivf",
+    "ivf-pq": "faiss_ivf_pq",
+    "usearch": "usearch_index",
+    "milvus": "milvus_index",
+}
+
+
+def ivf_lists(adapter: Adapter) -> int:
+    """The number of inverted lists of a facetrace ivf or ivf-pq index."""
+    index = adapter.index
+    inner = index._pq if adapter.variant.backend == "ivf-pq" else index._index
+    return int(inner.nlist) if inner is not None else 1
 
 
 def load_libraries(variant: Variant) -> None:
@@ -375,7 +403,7 @@ def new_adapter(variant: Variant, path: Path, ivf_nlist: int | None) -> Adapter:
         from facetrace.index import create_index
 
         opts = options_for(variant, path)
-        if variant.backend == "ivf" and ivf_nlist:
+        if variant.backend in ("ivf", "ivf-pq") and ivf_nlist:
             opts["nlist"] = ivf_nlist
         return Adapter(variant, create_index(variant.backend, DIM, **opts))
     import faiss
@@ -420,8 +448,8 @@ def child_build(variant: Variant, data: Data, index_path: Path, ivf_nlist: int |
     out["build_s"] = time.perf_counter() - t
     out["rss_build"] = live_rss()
     out["index_bytes"] = out["rss_build"] - before
-    if variant.backend == "ivf":
-        out["nlist"] = int(adapter.index._index.nlist)
+    if variant.backend in ("ivf", "ivf-pq"):
+        out["nlist"] = ivf_lists(adapter)
         out["breadth_default"] = adapter.get_breadth()
     t = time.perf_counter()
     out["file_bytes"] = adapter.save(index_path)
@@ -529,8 +557,8 @@ def sweep_values(variant: Variant, adapter: Adapter, curve: list[dict]) -> Itera
     """The sweep, then doubling while recall@10 is below 0.995 (up to nlist or 4,096)."""
     yield from variant.sweep
     limit = 4096
-    if variant.backend == "ivf":
-        limit = min(limit, int(adapter.index._index.nlist))
+    if variant.backend in ("ivf", "ivf-pq"):
+        limit = min(limit, ivf_lists(adapter))
     value = variant.sweep[-1] * 2
     while curve and curve[-1].get("recall10", 1.0) < 0.995 and value <= limit:
         if len(curve) > 1 and curve[-1]["recall10"] - curve[-2].get("recall10", 0) < 0.002:
@@ -697,7 +725,16 @@ def not_run_reason(variant: Variant, n: int, done: dict[int, dict[str, dict]]) -
 
 def disk_needed(n: int, variants: list[Variant]) -> int:
     """Bytes of the data files plus the largest index file, with a 20% margin."""
-    per_face = {"f32": 640, "flat": 560, "fp16": 300, "f16": 400, "sq8": 170, "i8": 300}
+    per_face = {
+        "f32": 640,
+        "flat": 560,
+        "fp16": 300,
+        "f16": 400,
+        "sq8": 170,
+        "i8": 300,
+        "pq-f32": 600,
+        "pq-fp16": 340,
+    }
     biggest = max(
         per_face.get(v.codec, 640) * (2 if v.backend == "milvus" else 1) for v in variants
     )
@@ -812,9 +849,9 @@ def compression_table(n: int, results: dict[str, dict]) -> list[str]:
     base: dict[str, float] = {}
     for name, r in results.items():
         v = VARIANTS[name]
-        if v.family not in ("ivf", "usearch") or "recall10" not in r:
+        if v.family not in ("ivf", "ivf-pq", "usearch") or "recall10" not in r:
             continue
-        if v.codec in ("flat", "f32"):
+        if v.codec in ("flat", "f32", "pq-f32"):
             base[v.family] = r["recall10"]
         widest = r.get("curve", [{}])[-1]
         rows.append(
@@ -850,9 +887,9 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
 
-def targets(n: int, mode: str, results: dict[str, dict]) -> list[str]:
-    """PASS/FAIL of each target for the chosen ANN (facetrace ivf) at this size."""
-    ivf, exact = results.get("ivf", {}), results.get("flat", {})
+def targets(n: int, mode: str, results: dict[str, dict], name: str = "ivf") -> list[str]:
+    """PASS/FAIL of each target for one facetrace ANN variant (``ivf``, ``ivf-pq``)."""
+    ivf, exact = results.get(name, {}), results.get("flat", {})
     where = f"{n:,} faces, {mode}"
     if "recall10" not in ivf or "p50_ms" not in exact:
         return [f"- targets at {where}: not measured (ivf or exact did not run)"]
@@ -875,14 +912,14 @@ def targets(n: int, mode: str, results: dict[str, dict]) -> list[str]:
         out.append("- FAIL at least 20x faster than exact FAISS: no point at recall@10 0.99")
     raw = n * ROW_BYTES
     ratio = ivf["index_bytes"] / raw
-    out.append(f"- {verdict(ratio <= 1.3)} memory <= 1.3x raw f32: ivf flat {ratio:.2f}x")
-    for name in ("ivf-fp16", "ivf-sq8"):
-        r = results.get(name, {})
+    out.append(f"- {verdict(ratio <= 1.3)} memory <= 1.3x raw f32: {name} {ratio:.2f}x")
+    for other in (f"{name}-fp16", f"{name}-sq8"):
+        r = results.get(other, {})
         if "recall10" in r:
             x = r["index_bytes"] / raw
             ok = x < ratio and r["recall10"] >= 0.98
             out.append(
-                f"- {verdict(ok)} less with compression at recall@10 >= 0.98: {name} {x:.2f}x "
+                f"- {verdict(ok)} less with compression at recall@10 >= 0.98: {other} {x:.2f}x "
                 f"raw at recall@10 {r['recall10']:.4f} (nprobe {r.get('breadth_default')})"
             )
     out.append(
@@ -912,7 +949,10 @@ def report(n: int, mode: str, results: dict[str, dict]) -> list[str]:
             lines.append(f"- {VARIANTS[name].label}: {r['not_run']}")
         if "error" in r:
             lines.append(f"- {VARIANTS[name].label}: ERROR {r['error']}")
-    lines += ["", "Targets (facetrace ivf):", ""] + targets(n, mode, results) + [""]
+    for name in ("ivf", "ivf-pq"):
+        if name in results:
+            lines += ["", f"Targets (facetrace {name}):", ""]
+            lines += targets(n, mode, results, name) + [""]
     return lines
 
 

@@ -22,7 +22,12 @@ from facetrace.errors import ConfigError, IndexCorruptError
 from facetrace.index import BACKENDS, VectorIndex, create_index, index_files, open_index
 
 DIM = 128
-ANN = {"usearch", "ivf", "milvus"}  # backends whose results may differ from the exact ones
+ANN = {
+    "usearch",
+    "ivf",
+    "ivf-pq",
+    "milvus",
+}  # backends whose results may differ from the exact ones
 
 
 @pytest.fixture(scope="session")

@@ -35,7 +35,10 @@ class Facetrace:
 
     @cached_property
     def sessions(self) -> sessionmaker:
-        return open_database(self.settings.db_url)
+        maker = open_database(self.settings.db_url)
+        # The service's audit chain is keyed by a file beside the data, not in the database.
+        maker.configure(info={"audit_key_file": str(self.settings.data_dir / "audit.key")})
+        return maker
 
     @cached_property
     def indexes(self) -> GalleryIndexes:

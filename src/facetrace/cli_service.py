@@ -27,8 +27,15 @@ def _password() -> str:
 @click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--forwarded-allow-ips",
+    default="127.0.0.1",
+    show_default=True,
+    help="Addresses of the TLS proxy whose X-Forwarded-For/-Proto are trusted (client "
+    "addresses for the login rate limit, https for Secure cookies); comma-separated.",
+)
 @click.pass_context
-def serve_cmd(ctx: click.Context, host: str, port: int) -> None:
+def serve_cmd(ctx: click.Context, host: str, port: int, forwarded_allow_ips: str) -> None:
     """Run the web application and REST API (OpenAPI documentation at /docs).
 
     One process: searches run in its thread pool. It speaks plain HTTP; put a TLS
@@ -40,7 +47,14 @@ def serve_cmd(ctx: click.Context, host: str, port: int) -> None:
 
     settings = app_of(ctx).settings
     click.echo(f"facetrace serving {settings.data_dir} on http://{host}:{port}/", err=True)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level="info",
+        proxy_headers=True,
+        forwarded_allow_ips=forwarded_allow_ips,
+    )
 
 
 @click.group("admin")

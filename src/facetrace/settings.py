@@ -24,7 +24,7 @@ from facetrace.errors import ConfigError
 
 DETECTORS = ("hog", "cnn")
 EMBEDDERS = ("onnx", "dlib")
-INDEX_BACKENDS = ("usearch", "exact", "ivf", "milvus")
+INDEX_BACKENDS = ("usearch", "exact", "ivf", "ivf-pq", "milvus")
 DATA_SETTINGS_FILE = "settings.json"
 
 
@@ -241,6 +241,6 @@ def parse_index_target(text: str) -> tuple[str, str | None]:
     if text.endswith(".db"):
         return "milvus", str(Path(text).expanduser().resolve())
     raise ConfigError(
-        f"cannot move the index to {text!r}: give usearch, ivf, exact, "
+        f"cannot move the index to {text!r}: give usearch, ivf, ivf-pq, exact, "
         "milvus://host:port or a Milvus Lite file ending in .db"
     )

@@ -6,7 +6,8 @@ Public surface (pinned by ``tests/test_index_contract.py``):
   for the conventions: non-negative int64 ids, cosine scores, ``-1``/``-inf`` padding,
   upsert, atomic saves).
 - ``BACKENDS``: ``"usearch"`` (HNSW, approximate), ``"exact"`` (NumPy), ``"ivf"`` (FAISS
-  inverted lists, approximate, built for millions of faces) and ``"milvus"`` (a Milvus
+  inverted lists, approximate, built for millions of faces), ``"ivf-pq"`` (the same lists
+  holding 4-bit product codes, re-ranked exactly on stored vectors) and ``"milvus"`` (a Milvus
   server or Milvus Lite, for deployments past one machine). Backends that need an optional
   library are imported on first use.
 - ``create_index(backend, dim)``: a new empty index.
@@ -36,6 +37,7 @@ _CLASSES = {
     "usearch": "facetrace.index.usearch_index:UsearchIndex",
     "exact": "facetrace.index.exact:ExactIndex",
     "ivf": "facetrace.index.faiss_ivf:FaissIvfIndex",
+    "ivf-pq": "facetrace.index.faiss_ivf_pq:FaissIvfPqIndex",
     "milvus": "facetrace.index.milvus_index:MilvusIndex",
 }
 BACKENDS = tuple(_CLASSES)

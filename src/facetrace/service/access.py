@@ -1,9 +1,12 @@
 """Who may see and do what: roles, and the organisation boundary.
 
-Roles: ``admin`` (users, galleries, grants, ingest, deletion, the audit log), ``examiner``
-(cases, probes, searches, review decisions), ``reviewer`` (review decisions), ``viewer``
-(reads). Everything belongs to one organisation; a gallery may be shared read-only with
-another by a grant. Objects of an organisation the user cannot see are reported as not
+Roles: ``admin`` (users, galleries, grants, ingest, deletion, the audit log, cases and
+searches, but no review decisions: the audit log shows decisions, so an administrator could
+never decide blind), ``examiner`` (cases, probes, searches, review decisions), ``reviewer``
+(review decisions), ``viewer`` (reads).
+
+Everything belongs to one organisation; a gallery may be shared read-only with another
+by a grant. Objects of an organisation the user cannot see are reported as not
 found (404), never as forbidden, so their existence does not leak.
 """
 
@@ -21,7 +24,9 @@ PERMISSIONS = {
     "read": {"admin", "examiner", "reviewer", "viewer"},
     "case.write": {"admin", "examiner"},
     "search": {"admin", "examiner"},
-    "review": {"admin", "examiner", "reviewer"},
+    # Not administrators: they read the audit log, which records every decision, so they
+    # could never decide blind (the two-person rule).
+    "review": {"examiner", "reviewer"},
     "gallery.write": {"admin"},
     "users": {"admin"},
     "audit": {"admin"},

@@ -12,14 +12,14 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
 
 from facetrace import store
 from facetrace.errors import NotFoundError, RequestError
 from facetrace.service import access, audit, auth, cases, reviews, uow
 from facetrace.service.auth import Principal
-from facetrace.service.server import Service, address, service, who
+from facetrace.service.server import MAX_ID, Id, Service, address, service, who
 from facetrace.service.tables import GalleryGrant, Organisation, User
 
 router = APIRouter()
@@ -30,12 +30,21 @@ Svc = Annotated[Service, Depends(service)]
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_max_length=10_000)
 
+    @field_validator("*", mode="after")
+    @classmethod
+    def no_nul(cls, value: Any) -> Any:
+        """NUL characters are refused (PostgreSQL cannot store them in text)."""
+        texts = value if isinstance(value, list) else [value]
+        if any(isinstance(t, str) and "\x00" in t for t in texts):
+            raise ValueError("must not contain NUL characters")
+        return value
+
 
 class TokenIn(Strict):
     username: str
     password: str
     name: str = "api"
-    expires_days: int | None = Field(90, ge=1, le=3650)
+    expires_days: int = Field(90, ge=1, le=3650)
 
 
 class CaseIn(Strict):
@@ -46,14 +55,14 @@ class CaseIn(Strict):
 
 
 class SearchIn(Strict):
-    probe_id: int
+    probe_id: int = Field(ge=1, le=MAX_ID)
     galleries: list[str] | None = None
     k: int = Field(10, ge=1, le=50)
 
 
 class ReviewIn(Strict):
-    face_index: int = Field(ge=0)
-    candidate_face_id: int
+    face_index: int = Field(ge=0, le=10_000)
+    candidate_face_id: int = Field(ge=1, le=MAX_ID)
     outcome: Literal["potential candidate", "no candidate", "inconclusive"]
     note: str = ""
 
@@ -88,8 +97,8 @@ def me_dict(p: Principal) -> dict[str, Any]:
 @router.post("/tokens", status_code=201, tags=["auth"])
 def create_token(body: TokenIn, request: Request, svc: Svc) -> dict[str, Any]:
     """Sign in with a password and get an API token (shown once; stored hashed)."""
-    svc.limiter.check(address(request))
     with uow.write(svc.sessions) as s:
+        auth.limit_login(s, svc.limiter, body.username, address(request))
         user = auth.authenticate(s, body.username, body.password, address(request))
         secret, row = auth.issue_token(s, user, body.name, body.expires_days)
         expires = row.expires_at.isoformat() if row.expires_at else None
@@ -97,7 +106,7 @@ def create_token(body: TokenIn, request: Request, svc: Svc) -> dict[str, Any]:
 
 
 @router.delete("/tokens/{token_id}", tags=["auth"])
-def revoke_token(token_id: int, p: Who, svc: Svc) -> dict[str, Any]:
+def revoke_token(token_id: Id, p: Who, svc: Svc) -> dict[str, Any]:
     with uow.write(svc.sessions) as s:
         row = auth.revoke_token(s, p, token_id)
         return {"id": row.id, "revoked": True}
@@ -124,14 +133,14 @@ def create_case(body: CaseIn, p: Who, svc: Svc) -> dict[str, Any]:
 
 
 @router.get("/cases/{case_id}", tags=["cases"])
-def get_case(case_id: int, p: Who, svc: Svc) -> dict[str, Any]:
+def get_case(case_id: Id, p: Who, svc: Svc) -> dict[str, Any]:
     with uow.read(svc.sessions) as s:
         access.require(p, "read")
         return cases.case_detail(s, p, access.case(s, p, case_id))
 
 
 @router.get("/cases/{case_id}/export", tags=["cases"])
-def export_case(case_id: int, p: Who, svc: Svc) -> dict[str, Any]:
+def export_case(case_id: Id, p: Who, svc: Svc) -> dict[str, Any]:
     """The whole case as one JSON document (searches as shown, decisions, identifications);
     exporting is audited."""
     from facetrace.service.tables import SearchRun
@@ -154,7 +163,7 @@ def export_case(case_id: int, p: Who, svc: Svc) -> dict[str, Any]:
 
 @router.post("/cases/{case_id}/probes", status_code=201, tags=["cases"])
 async def upload_probe(
-    case_id: int, p: Who, svc: Svc, file: Annotated[UploadFile, File()]
+    case_id: Id, p: Who, svc: Svc, file: Annotated[UploadFile, File()]
 ) -> dict[str, Any]:
     """Store a probe photo with the case (multipart field ``file``)."""
     data = await file.read(svc.upload_limit + 1)
@@ -174,7 +183,7 @@ async def upload_probe(
 
 
 @router.get("/probes/{probe_id}/image", tags=["cases"])
-def probe_image(probe_id: int, p: Who, svc: Svc) -> Response:
+def probe_image(probe_id: Id, p: Who, svc: Svc) -> Response:
     from pathlib import Path
 
     from facetrace.service import media
@@ -186,7 +195,10 @@ def probe_image(probe_id: int, p: Who, svc: Svc) -> Response:
 
 @router.get("/probes/{probe_id}/crop", tags=["cases"])
 def probe_crop(
-    probe_id: int, p: Who, svc: Svc, box: Annotated[str, Query(pattern=r"^-?\d+(,-?\d+){3}$")]
+    probe_id: Id,
+    p: Who,
+    svc: Svc,
+    box: Annotated[str, Query(pattern=r"^-?\d{1,6}(,-?\d{1,6}){3}$")],
 ) -> Response:
     from pathlib import Path
 
@@ -213,7 +225,7 @@ def search(case_id: int, body: SearchIn, p: Who, svc: Svc) -> dict[str, Any]:
 
 
 @router.get("/searches/{search_id}", tags=["search"])
-def get_search(search_id: int, p: Who, svc: Svc) -> dict[str, Any]:
+def get_search(search_id: Id, p: Who, svc: Svc) -> dict[str, Any]:
     """A stored search exactly as it was shown; viewing it is audited."""
     with uow.write(svc.sessions) as s:
         access.require(p, "read")
@@ -235,7 +247,7 @@ def review(search_id: int, body: ReviewIn, p: Who, svc: Svc) -> dict[str, Any]:
 
 
 @router.get("/searches/{search_id}/reviews", tags=["review"])
-def get_reviews(search_id: int, p: Who, svc: Svc) -> list[dict[str, Any]]:
+def get_reviews(search_id: Id, p: Who, svc: Svc) -> list[dict[str, Any]]:
     with uow.read(svc.sessions) as s:
         run, _case = cases.search_run(s, p, search_id)
         return reviews.state_list(s, p, run)
@@ -326,20 +338,23 @@ def subjects(name: str, p: Who, svc: Svc) -> list[dict[str, Any]]:
 
 @router.delete("/galleries/{name}/subjects/{subject}", tags=["galleries"])
 def forget(name: str, subject: str, p: Who, svc: Svc) -> dict[str, Any]:
-    """Delete a person's faces on request: from the database and the index, at once."""
-    with uow.write(svc.sessions) as s:
+    """Delete a person's faces on request: from the database and the index, at once.
+
+    The audit entry is written once the faces are gone, with how many there were."""
+    with uow.read(svc.sessions) as s:
         g = access.gallery(s, p, name, write=True)
         if subject not in {row["name"] for row in store.subject_stats(s, g)}:
             raise NotFoundError(f"no subject named {subject!r} in gallery {name!r}")
+    removed = svc.ft.forget(name, subject)
+    with uow.write(svc.sessions) as s:
         audit.record(
             s,
             p.actor,
             "subject.delete",
             object_type="subject",
             object_id=subject,
-            detail={"gallery": name},
+            detail={"gallery": name, "faces_removed": removed},
         )
-    removed = svc.ft.forget(name, subject)
     return {"gallery": name, "subject": subject, "faces_removed": removed}
 
 
@@ -359,12 +374,12 @@ def jobs(p: Who, svc: Svc) -> list[dict[str, Any]]:
 
 
 @router.get("/jobs/{job_id}", tags=["galleries"])
-def job(job_id: int, p: Who, svc: Svc) -> dict[str, Any]:
+def job(job_id: Id, p: Who, svc: Svc) -> dict[str, Any]:
     return svc.jobs.get(p, job_id)
 
 
 @router.get("/faces/{face_id}/crop", tags=["galleries"])
-def face_crop(face_id: int, p: Who, svc: Svc) -> Response:
+def face_crop(face_id: Id, p: Who, svc: Svc) -> Response:
     from facetrace.service import media
 
     with uow.read(svc.sessions) as s:
@@ -406,7 +421,7 @@ def audit_log(
     p: Who,
     svc: Svc,
     user: str | None = None,
-    case_id: int | None = None,
+    case_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     action: str | None = None,
     since: date | None = None,
     until: date | None = None,

@@ -1,27 +1,34 @@
-"""The audit trail: an append-only log whose entries are chained by SHA-256.
+"""The audit trail: an append-only log whose entries are chained by HMAC-SHA-256.
 
-Each entry's hash covers its own fields and the previous entry's hash; ``audit_head``
-holds the tip. ``verify`` recomputes the chain and names the first entry that was edited,
-deleted or moved, and notices a log cut short at its end. The database refuses UPDATE
-and DELETE on the log (triggers, migration 0003), so changing it takes a deliberate act,
-and the chain still shows it.
+Each entry's hash is an HMAC, under a key kept outside the database (``DATA/audit.key``,
+made on the first entry, mode 0600), of its own fields and the previous entry's hash;
+``audit_head`` holds the tip. ``verify`` recomputes the chain and names the first entry
+that was edited, deleted or moved, and notices a log cut short at its end. Someone who
+can write the database but does not hold the key cannot forge a consistent chain. The
+database refuses UPDATE and DELETE on the log and DELETE of its head (triggers, migration
+0003), so changing it takes a deliberate act, and the chain still shows it.
 
-Appends take the head row's lock first (``SELECT ... FOR UPDATE`` on PostgreSQL; the
-service's write transactions on SQLite hold the database's write lock from their first
-statement), so concurrent requests append one after another, never forking the chain.
+Appends run in write transactions that hold the head row's lock from their first
+statement (``facetrace.service.uow``), so concurrent requests append one after another,
+never forking the chain.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
+import os
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from facetrace.errors import AuditChainError, ConfigError
 from facetrace.service.tables import AuditEntry, AuditHead
 
 GENESIS = "0" * 64
@@ -49,10 +56,41 @@ class Actor:
     org_id: int | None = None
 
 
-def entry_hash(fields: dict[str, Any]) -> str:
-    """SHA-256 over the canonical JSON of an entry's hashed fields."""
+KEY_INFO = "audit_key_file"  # Session.info entry naming the key file
+_keys: dict[Path, bytes] = {}
+
+
+def entry_hash(fields: dict[str, Any], key: bytes) -> str:
+    """HMAC-SHA-256 over the canonical JSON of an entry's hashed fields."""
     body = json.dumps({k: fields[k] for k in HASHED_FIELDS}, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(body.encode()).hexdigest()
+    return hmac.new(key, body.encode(), hashlib.sha256).hexdigest()
+
+
+def key_for(session: Session, *, create: bool) -> bytes:
+    """The chain's key, from the file ``Session.info`` names (made when ``create``)."""
+    name = session.info.get(KEY_INFO)
+    if name is None:
+        raise ConfigError("the audit log needs its key file: open the database through Facetrace")
+    path = Path(name)
+    if path in _keys:
+        return _keys[path]
+    if not path.is_file():
+        if not create:
+            raise AuditChainError(
+                f"{path}: the audit key is missing; restore it from your backup to verify"
+            )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32) + "\n")
+        except FileExistsError:
+            pass
+    text = path.read_text().strip()
+    if len(text) != 64:
+        raise AuditChainError(f"{path}: not an audit key (64 hex digits expected)")
+    _keys[path] = bytes.fromhex(text)
+    return _keys[path]
 
 
 def _head(session: Session) -> AuditHead:
@@ -60,9 +98,7 @@ def _head(session: Session) -> AuditHead:
         select(AuditHead).where(AuditHead.id == 1).with_for_update()
     ).scalar_one_or_none()
     if head is None:
-        head = AuditHead(id=1, seq=0, hash=GENESIS)
-        session.add(head)
-        session.flush()
+        raise AuditChainError("the audit log's head row is missing: the log was tampered with")
     return head
 
 
@@ -78,6 +114,7 @@ def record(
 ) -> AuditEntry:
     """Append one entry in the caller's transaction (it commits with the action)."""
     head = _head(session)
+    key = key_for(session, create=head.seq == 0)
     fields: dict[str, Any] = {
         "seq": head.seq + 1,
         "at": datetime.now(UTC).isoformat(timespec="microseconds"),
@@ -91,7 +128,7 @@ def record(
         "detail": json.dumps(detail or {}, sort_keys=True, default=str),
         "prev_hash": head.hash,
     }
-    entry = AuditEntry(**fields, hash=entry_hash(fields))
+    entry = AuditEntry(**fields, hash=entry_hash(fields, key))
     session.add(entry)
     head.seq, head.hash = entry.seq, entry.hash
     session.flush()
@@ -115,12 +152,25 @@ class Verdict:
 
 
 def verify(session: Session, batch: int = 5000) -> Verdict:
-    """Walk the whole chain in order; the first broken link is named."""
+    """Walk the chain up to the head in order; the first broken link is named.
+
+    The head is read first: entries appended while the walk runs lie beyond it and are
+    left for the next check.
+    """
+    head = session.get(AuditHead, 1)
+    first = session.execute(select(func.min(AuditEntry.seq))).scalar()
+    if head is None:
+        return Verdict(False, 0, 1, "the log's head row is missing (deleted by hand)")
+    if head.seq == 0 and first is None:
+        return Verdict(True, 0)
+    key = key_for(session, create=False)
     prev, expected, count, last_id = GENESIS, 1, 0, 0
     while True:
         rows = (
             session.execute(
-                select(AuditEntry).where(AuditEntry.id > last_id).order_by(AuditEntry.id)
+                select(AuditEntry)
+                .where(AuditEntry.id > last_id, AuditEntry.seq <= head.seq)
+                .order_by(AuditEntry.id)
             )
             .scalars()
             .fetchmany(batch)
@@ -135,11 +185,10 @@ def verify(session: Session, batch: int = 5000) -> Verdict:
             if row.prev_hash != prev:
                 why = "its link to the entry before does not match (deleted or reordered)"
                 return Verdict(False, count, row.seq, why)
-            if entry_hash(fields) != row.hash:
+            if not hmac.compare_digest(entry_hash(fields, key), row.hash):
                 return Verdict(False, count, row.seq, "its content was edited after it was written")
             prev, expected, count, last_id = row.hash, expected + 1, count + 1, row.id
-    head = session.get(AuditHead, 1)
-    if head is not None and (head.seq != count or head.hash != prev):
+    if head.seq != count or head.hash != prev:
         why = f"the log ends at entry {count} but its head records entry {head.seq}: cut short"
         return Verdict(False, count, count + 1, why)
     return Verdict(True, count)
@@ -166,7 +215,7 @@ def entries(
         q = q.where(AuditEntry.action == action)
     if since:
         q = q.where(AuditEntry.at >= since.isoformat())
-    if until:
+    if until and until < date.max:
         q = q.where(AuditEntry.at < (until + timedelta(days=1)).isoformat())
     rows = session.execute(q.order_by(AuditEntry.seq.desc()).limit(limit)).scalars()
     return [

@@ -28,6 +28,8 @@ from facetrace.service.tables import ROLES, ApiToken, Organisation, User, WebSes
 
 MAX_FAILURES = 5
 LOCKOUT = timedelta(minutes=15)
+# One answer for every refusal, so that it tells nobody which accounts exist or are locked.
+REFUSED = "wrong username or password, or the account is locked for 15 minutes after 5 failures"
 SESSION_LIFETIME = timedelta(hours=12)
 TOKEN_PREFIX = "ft_"
 MIN_PASSWORD = 10
@@ -175,9 +177,19 @@ class LoginLimiter:
             seen.append(t)
 
 
+def limit_login(session: Session, limiter: LoginLimiter, username: str, address: str) -> None:
+    """The per-address rate limit of sign-ins; a refusal is audited (in ``session``)."""
+    try:
+        limiter.check(address)
+    except RateLimitError:
+        who = audit.Actor(username=(username or "").strip().lower()[:100] or None)
+        audit.record(session, who, "login.rate_limited", detail={"address": address})
+        raise
+
+
 def authenticate(session: Session, username: str, password: str, address: str) -> User:
     """The user if the password is right; audits and counts every failure."""
-    name = (username or "").strip().lower()
+    name = (username or "").strip().lower().replace("\x00", "")
     user = session.execute(select(User).where(User.username == name)).scalar()
     anonymous = audit.Actor(username=name[:100] or None)
     if user is None:
@@ -188,15 +200,18 @@ def authenticate(session: Session, username: str, password: str, address: str) -
             "login.failed",
             detail={"address": address, "reason": "unknown user"},
         )
-        raise AuthError("wrong username or password")
+        raise AuthError(REFUSED)
     actor = audit.Actor(user.id, user.username, user.org_id)
     locked = aware(user.locked_until)
-    if locked and locked > now():
+    if locked and locked <= now():  # the lock-out is over: a fresh count
+        user.failed_logins, user.locked_until, locked = 0, None, None
+    right = _verify(user.password_hash, password)  # always paid: timing tells nothing
+    if locked:
         audit.record(
             session, actor, "login.failed", detail={"address": address, "reason": "locked"}
         )
-        raise AuthError(f"account locked after {MAX_FAILURES} failed logins; try again later")
-    if not user.active or not _verify(user.password_hash, password):
+        raise AuthError(REFUSED)
+    if not user.active or not right:
         user.failed_logins += 1
         reason = "inactive" if not user.active else "wrong password"
         if user.failed_logins >= MAX_FAILURES:
@@ -210,7 +225,7 @@ def authenticate(session: Session, username: str, password: str, address: str) -
                 detail={"address": address, "failures": user.failed_logins},
             )
         audit.record(session, actor, "login.failed", detail={"address": address, "reason": reason})
-        raise AuthError("wrong username or password")
+        raise AuthError(REFUSED)
     user.failed_logins, user.locked_until = 0, None
     return user
 

@@ -175,6 +175,11 @@ def search(
         raise RequestError("your organisation has no gallery to search yet")
     result = ft.search(probe_path, chosen, k).to_dict()
     result["probe"] = row.filename
+    uploads = f"{ft.settings.data_dir / 'uploads'}/"
+    for face in result["faces"]:
+        for c in face["candidates"]:  # no server paths in what users see
+            if c["image"].startswith(uploads):
+                c["image"] = "upload " + c["image"].removeprefix(uploads)
     params = {
         "k": k,
         "galleries": result["galleries"],

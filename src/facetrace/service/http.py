@@ -14,8 +14,10 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import DataError, IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -93,9 +95,9 @@ def install(
     """Register the handlers that turn every failure into the one shape; refusals of
     ``AUDITED`` kinds are also passed to ``on_refused`` (the audit log)."""
 
-    def respond(request: Request, status: int, code: str, message: str, **extra: Any):
+    async def respond(request: Request, status: int, code: str, message: str, **extra: Any):
         if on_refused is not None and status in AUDITED:
-            on_refused(request, status, message)
+            await run_in_threadpool(on_refused, request, status, message)
         if html is not None and wants_html(request):
             return html(request, status, message)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
@@ -104,7 +106,7 @@ def install(
     @app.exception_handler(errors.FacetraceError)
     async def facetrace_error(request: Request, exc: errors.FacetraceError):
         status, code = status_for(exc)
-        return respond(request, status, code, str(exc))
+        return await respond(request, status, code, str(exc))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
@@ -114,22 +116,33 @@ def install(
         ]
         wrong = wrong_content_type(request, exc)
         if wrong:
-            return respond(request, 415, "unsupported_media_type", wrong)
+            return await respond(request, 415, "unsupported_media_type", wrong)
         if any(e.get("type") == "json_invalid" for e in exc.errors()):
             message = "the request body is not valid JSON"
         else:
             message = "; ".join(f"{p['where']}: {p['problem']}" for p in problems[:5])
-        return respond(request, 422, "invalid_request", message, problems=problems)
+        return await respond(request, 422, "invalid_request", message, problems=problems)
+
+    @app.exception_handler(IntegrityError)
+    async def integrity(request: Request, exc: IntegrityError):
+        log.info("integrity error on %s %s: %s", request.method, request.url.path, exc.orig)
+        message = "this clashes with something that exists or was just made; reload and retry"
+        return await respond(request, 409, "conflict", message)
+
+    @app.exception_handler(DataError)
+    async def data_error(request: Request, exc: DataError):
+        message = "a value is out of range or holds characters the database refuses"
+        return await respond(request, 422, "invalid_request", message)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
         code = HTTP_CODES.get(exc.status_code, "error")
-        return respond(request, exc.status_code, code, str(exc.detail))
+        return await respond(request, exc.status_code, code, str(exc.detail))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception):
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return respond(request, 500, "internal", "internal error; it was logged")
+        return await respond(request, 500, "internal", "internal error; it was logged")
 
 
 class BodyLimit:
@@ -146,26 +159,65 @@ class BodyLimit:
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             await self._refuse(send, int(declared))
             return
-        seen = 0
+        seen, over = 0, False
 
         async def counted() -> Message:
-            nonlocal seen
+            nonlocal seen, over
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
+                    over = True
                     raise errors.PayloadTooLargeError(
                         f"request body over the limit of {self.limit:,} bytes"
                     )
             return message
 
-        await self.app(scope, counted, send)
+        async def answer(message: Message) -> None:
+            # A body without Content-Length that runs over: whatever the application
+            # made of the error while parsing it (FastAPI says 400), the answer is 413.
+            if not over:
+                await send(message)
+            elif message["type"] == "http.response.start":
+                await self._refuse(send, seen)
+
+        await self.app(scope, counted, answer)
 
     async def _refuse(self, send: Send, size: int) -> None:
-        message = f"request body of {size:,} bytes is over the limit of {self.limit:,} bytes"
+        message = f"request body of {size:,}+ bytes is over the limit of {self.limit:,} bytes"
         response = JSONResponse(body(413, "payload_too_large", message), 413)
         await response({"type": "http"}, _no_body, send)
 
 
 async def _no_body() -> Message:
     return {"type": "http.disconnect"}
+
+
+class SecurityHeaders:
+    """ASGI middleware: no caching, no MIME sniffing, no referrer, on every response.
+
+    Results, face crops and tokens must not stay in a shared workstation's cache."""
+
+    HEADERS = [
+        (b"cache-control", b"no-store"),
+        (b"x-content-type-options", b"nosniff"),
+        (b"referrer-policy", b"no-referrer"),
+        (b"x-frame-options", b"DENY"),
+    ]
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                extra = [(n, v) for n, v in self.HEADERS if n not in present]
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)

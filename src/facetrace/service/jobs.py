@@ -200,8 +200,8 @@ class JobRunner:
         """Store an upload and queue its ingest into ``gallery``; the new job."""
         access.require(who, "gallery.write")
         gallery = (gallery or "").strip()
-        if not gallery or len(gallery) > 200:
-            raise RequestError("gallery name must be 1 to 200 characters")
+        if not gallery or len(gallery) > 200 or any(c in gallery for c in "/\\\x00"):
+            raise RequestError("gallery name must be 1 to 200 characters, without / or \\")
         with uow.read(self.svc.sessions) as s:
             _writable(s, who, gallery, create=False)  # refuse before reading the upload
         name = safe_name(filename)

@@ -4,8 +4,8 @@ Per candidate, a user whose role may review records an outcome (potential candid
 candidate, inconclusive) with a note, once. An identification is confirmed only when two
 different people have each recorded *potential candidate* for it (EU AI Act Art. 14(5));
 it then links the case's probe face to the candidate's subject. Until a user has recorded
-their own decision on a candidate, they see how many decisions exist, never what the
-others decided or wrote.
+their own decision on a candidate (or it is confirmed), they see how many decisions exist
+and "under review", never what the others decided or wrote; administrators included.
 """
 
 from __future__ import annotations
@@ -165,11 +165,14 @@ def state(
             key = (fi, c["face_id"])
             decisions = [r for r in reviews if (r.face_index, r.candidate_face_id) == key]
             decided = any(r.user_id == who.user_id for r in decisions)
-            can_see = decided or key in confirmed or who.role == "admin"
+            can_see = decided or key in confirmed
+            status = status_of(decisions, key in confirmed)
+            if not can_see and decisions:  # "disputed" would tell how the others decided
+                status = "under review"
             out[key] = {
                 "face_index": fi,
                 "candidate_face_id": c["face_id"],
-                "status": status_of(decisions, key in confirmed),
+                "status": status,
                 "decisions_recorded": len(decisions),
                 "you_decided": decided,
                 "decisions": [

@@ -12,9 +12,10 @@ from __future__ import annotations
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
+from pathlib import Path as FilePath
+from typing import Annotated
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Form, Path, Request
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.orm import sessionmaker
 
@@ -25,8 +26,12 @@ from facetrace.service.auth import LoginLimiter, Principal
 from facetrace.settings import Settings
 
 COOKIE = "facetrace_session"
+MAX_ID = 2**63 - 1
+# Every id in a path: positive and within a database integer, so that no id is a 500.
+Id = Annotated[int, Path(ge=1, le=MAX_ID)]
+FormId = Annotated[int, Form(ge=0, le=MAX_ID)]
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
-HERE = Path(__file__).parent
+HERE = FilePath(__file__).parent
 
 
 class Service:
@@ -72,8 +77,8 @@ class Service:
         return self.ft.sessions
 
     @property
-    def data_dir(self) -> Path:
-        return Path(self.settings.data_dir)
+    def data_dir(self) -> FilePath:
+        return FilePath(self.settings.data_dir)
 
 
 def service(request: Request) -> Service:
@@ -101,7 +106,11 @@ def who(request: Request) -> Principal:
     request.state.principal = principal
     if request.method not in SAFE_METHODS:
         sent = request.headers.get("x-csrf-token") or getattr(request.state, "csrf", None)
-        if not sent or not principal.csrf or not secrets.compare_digest(sent, principal.csrf):
+        if (
+            not sent
+            or not principal.csrf
+            or not secrets.compare_digest(sent.encode(), principal.csrf.encode())
+        ):
             raise ForbiddenError("missing or wrong CSRF token; reload the page and try again")
     return principal
 
@@ -133,6 +142,7 @@ def create_app(settings: Settings, *, upload_limit: int | None = None) -> FastAP
     app.state.service = svc
     http.install(app, html=web.error_page, on_refused=svc.audit_refusal)
     app.add_middleware(http.BodyLimit, limit=svc.upload_limit + 64 * 1024)
+    app.add_middleware(http.SecurityHeaders)
     app.include_router(api.router, prefix="/api/v1")
     app.include_router(web.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")

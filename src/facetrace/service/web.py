@@ -67,7 +67,9 @@ class PageRoute(APIRoute):
             try:
                 return await handler(request)
             except FacetraceError as exc:
-                return error_page(request, http.status_for(exc)[0], str(exc))
+                status = http.status_for(exc)[0]
+                await run_in_threadpool(refused, request, status, str(exc))
+                return error_page(request, status, str(exc))
             except RequestValidationError as exc:
                 problems = "; ".join(
                     f"{'.'.join(str(p) for p in e.get('loc', ())[1:])}: {e.get('msg', '')}"
@@ -110,12 +112,20 @@ def render(
     return response
 
 
-def form_status(exc: FacetraceError) -> int:
+def refused(request: Request, status: int, message: str) -> None:
+    """A signed-in user's refused request (403, 413, 415) goes in the audit log."""
+    if status in http.AUDITED:
+        server.service(request).audit_refusal(request, status, message)
+
+
+def form_status(exc: FacetraceError, request: Request) -> int:
     """The status of an error shown above the form that caused it; not being signed in,
     not allowed, or asking for what does not exist ends the page instead."""
     if isinstance(exc, errors.AuthError | errors.ForbiddenError | errors.NotFoundError):
         raise exc
-    return http.status_for(exc)[0]
+    status = http.status_for(exc)[0]
+    refused(request, status, str(exc))
+    return status
 
 
 def redirect(url: str) -> RedirectResponse:
@@ -173,17 +183,12 @@ def login(
     address = server.address(request)
     target = safe_next(next)
     expected = request.cookies.get(LOGIN_COOKIE)
-    if not expected or not secrets.compare_digest(csrf, expected):
+    if not expected or not secrets.compare_digest(csrf.encode(), expected.encode()):
         message = "This sign-in form has expired; please sign in again."
         return login_form(request, 403, error=message, username=username, next=target)
     try:
         with uow.write(svc.sessions) as s:
-            try:
-                svc.limiter.check(address)
-            except errors.RateLimitError:
-                who = audit.Actor(username=username.strip().lower()[:100] or None)
-                audit.record(s, who, "login.rate_limited", detail={"address": address})
-                raise
+            auth.limit_login(s, svc.limiter, username, address)
             user = auth.authenticate(s, username, password, address)
             secret, _ = auth.start_session(s, user, address)
     except (errors.AuthError, errors.RateLimitError) as exc:
@@ -238,7 +243,7 @@ def create_case(
             row = cases.create_case(s, who, number, purpose, description, purpose_text)
             case_id = row.id
     except FacetraceError as exc:
-        status = form_status(exc)
+        status = form_status(exc, request)
         return cases_page(request, who, status, error=str(exc), form=form)
     return redirect(f"/cases/{case_id}")
 
@@ -264,14 +269,14 @@ def case_page(
 
 
 @router.get("/cases/{case_id}")
-def case_view(request: Request, case_id: int, who: Who) -> Response:
+def case_view(request: Request, case_id: server.Id, who: Who) -> Response:
     return case_page(request, who, case_id)
 
 
 @router.post("/cases/{case_id}/search")
 def upload_and_search(
     request: Request,
-    case_id: int,
+    case_id: server.Id,
     who: Who,
     photo: Annotated[UploadFile, File()],
     galleries: Annotated[list[str] | None, Form()] = None,
@@ -289,7 +294,7 @@ def upload_and_search(
             probe_id = row.id
         run = cases.search(svc.ft, svc.sessions, who, probe_id, chosen)
     except FacetraceError as exc:
-        status = form_status(exc)
+        status = form_status(exc, request)
         return case_page(request, who, case_id, status, error=str(exc), chosen=chosen or [])
     return redirect(f"/searches/{run.id}")
 
@@ -371,7 +376,7 @@ def face_views(
 
 
 @router.get("/searches/{search_id}")
-def result_page(request: Request, search_id: int, who: Who) -> Response:
+def result_page(request: Request, search_id: server.Id, who: Who) -> Response:
     svc = server.service(request)
     with uow.write(svc.sessions) as s:
         run, case = cases.search_run(s, who, search_id)
@@ -397,10 +402,10 @@ def result_page(request: Request, search_id: int, who: Who) -> Response:
 @router.post("/searches/{search_id}/reviews")
 def record_review(
     request: Request,
-    search_id: int,
+    search_id: server.Id,
     who: Who,
-    face_index: Annotated[int, Form()],
-    face_id: Annotated[int, Form()],
+    face_index: server.FormId,
+    face_id: server.FormId,
     outcome: Text = "",
     note: Text = "",
 ) -> Response:
@@ -446,7 +451,7 @@ def ingest(
         access.require(who, "gallery.write")
         job = svc.jobs.submit(who, gallery.strip(), archive.filename or "upload", archive.file)
     except FacetraceError as exc:
-        status = form_status(exc)
+        status = form_status(exc, request)
         return galleries_page(request, who, status, error=str(exc), gallery=gallery)
     return redirect(f"/galleries#job-{job['id']}")
 
@@ -488,7 +493,7 @@ def audit_page(
         try:
             if user and user not in ids:
                 raise errors.RequestError(f"no user {user!r} in your organisation")
-            if case and not case.isdigit():
+            if case and not (case.isascii() and case.isdigit() and len(case) < 19):
                 raise errors.RequestError(f"case must be a case id, not {case!r}")
             rows = audit.entries(
                 s, who.org_id, user_id=ids.get(user), case_id=int(case) if case else None,
@@ -578,6 +583,6 @@ def create_user(
             )
             created = user.username
     except FacetraceError as exc:
-        status = form_status(exc)
+        status = form_status(exc, request)
         return users_page(request, who, status, error=str(exc), form=form)
     return redirect("/admin/users?created=" + quote(created))

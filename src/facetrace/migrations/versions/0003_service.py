@@ -35,7 +35,10 @@ TABLES = [
 ]
 
 REFUSAL = "audit_log is append-only"
+HEAD_REFUSAL = "audit_head cannot be deleted"
 SQLITE_TRIGGERS = [
+    f"CREATE TRIGGER audit_head_no_delete BEFORE DELETE ON audit_head "
+    f"BEGIN SELECT RAISE(ABORT, '{HEAD_REFUSAL}'); END",
     f"CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log "
     f"BEGIN SELECT RAISE(ABORT, '{REFUSAL}'); END",
     f"CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log "
@@ -51,6 +54,15 @@ POSTGRESQL_TRIGGERS = [
     "FOR EACH ROW EXECUTE FUNCTION audit_log_refuse()",
     "CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log "
     "FOR EACH STATEMENT EXECUTE FUNCTION audit_log_refuse()",
+    f"""
+    CREATE FUNCTION audit_head_refuse() RETURNS trigger AS $$
+    BEGIN RAISE EXCEPTION '{HEAD_REFUSAL}'; END
+    $$ LANGUAGE plpgsql
+    """,
+    "CREATE TRIGGER audit_head_keep BEFORE DELETE ON audit_head "
+    "FOR EACH ROW EXECUTE FUNCTION audit_head_refuse()",
+    "CREATE TRIGGER audit_head_no_truncate BEFORE TRUNCATE ON audit_head "
+    "FOR EACH STATEMENT EXECUTE FUNCTION audit_head_refuse()",
 ]
 
 
@@ -60,6 +72,8 @@ def upgrade() -> None:
 
     bind = op.get_bind()
     Base.metadata.create_all(bind, tables=[Base.metadata.tables[t] for t in TABLES])
+    # The chain's tip exists from the start: every write transaction locks it first.
+    op.execute(f"INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, '{'0' * 64}')")
     dialect = bind.dialect.name
     for ddl in SQLITE_TRIGGERS if dialect == "sqlite" else POSTGRESQL_TRIGGERS:
         op.execute(ddl)
@@ -70,5 +84,8 @@ def downgrade() -> None:
         op.execute("DROP TRIGGER IF EXISTS audit_log_append_only ON audit_log")
         op.execute("DROP TRIGGER IF EXISTS audit_log_no_truncate ON audit_log")
         op.execute("DROP FUNCTION IF EXISTS audit_log_refuse()")
+        op.execute("DROP TRIGGER IF EXISTS audit_head_keep ON audit_head")
+        op.execute("DROP TRIGGER IF EXISTS audit_head_no_truncate ON audit_head")
+        op.execute("DROP FUNCTION IF EXISTS audit_head_refuse()")
     for table in reversed(TABLES):
         op.drop_table(table)
