@@ -21,7 +21,7 @@ from facetrace.service.tables import GalleryOwner
 from tests.service.conftest import add_gallery
 
 
-def principal(world, org: str = "north", role: str = "viewer") -> Principal:  # type: ignore[no-untyped-def]
+def principal(world, org: str = "north", role: str = "admin") -> Principal:  # type: ignore[no-untyped-def]
     with uow.read(world.service.sessions) as s:
         return auth.from_token(s, world.tokens[(org, role)])
 

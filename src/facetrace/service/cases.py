@@ -22,7 +22,14 @@ from facetrace.errors import ConflictError, NotFoundError, PayloadTooLargeError,
 from facetrace.search import LEAD_NOTICE
 from facetrace.service import access, audit, uow
 from facetrace.service.auth import Principal
-from facetrace.service.tables import PURPOSES, CaseFile, Identification, Probe, SearchRun
+from facetrace.service.tables import (
+    PURPOSES,
+    CaseFile,
+    Identification,
+    Probe,
+    SearchRun,
+    ShownFace,
+)
 
 PURPOSE_LABELS = {
     "dead": "identification of the dead",
@@ -199,6 +206,15 @@ def search(
         )
         s.add(run)
         s.flush()
+        faces = {c["face_id"] for f in result["faces"] for c in f["candidates"]}
+        known = set(
+            s.execute(
+                select(ShownFace.face_id).where(
+                    ShownFace.org_id == who.org_id, ShownFace.face_id.in_(faces)
+                )
+            ).scalars()
+        )
+        s.add_all(ShownFace(org_id=who.org_id, face_id=f) for f in faces - known)
         audit.record(
             s,
             who.actor,

@@ -27,6 +27,7 @@ from facetrace.decode import decode_bytes, downscale, read_file, sha256_hex
 from facetrace.errors import InputError, NotFoundError
 from facetrace.service import access
 from facetrace.service.auth import Principal
+from facetrace.service.tables import ShownFace
 from facetrace.sources import _unsafe
 
 MARGIN = 0.25
@@ -49,7 +50,8 @@ def face_crop(
     """A JPEG of gallery face ``face_id`` with a margin, at most ``max_side`` pixels."""
     access.require(who, "read")
     face = session.get(FaceRow, face_id)
-    if face is None or face.gallery_id not in access.visible_galleries(session, who):
+    seen = access.visible_galleries(session, who)
+    if face is None or face.gallery_id not in seen or not _may_see(session, who, face, seen):
         raise NotFoundError(f"face {face_id} does not exist")
     image = session.get(SourceImage, face.image_id)
     gone = f"source image of face {face_id} is no longer available"
@@ -60,10 +62,18 @@ def face_crop(
     except (InputError, NotFoundError):
         raise NotFoundError(gone) from None
     if sha256_hex(data) != image.sha256:
-        raise NotFoundError(f"{gone} (the file at {image.path} has changed since it was added)")
+        raise NotFoundError(f"{gone} (its file has changed since it was added)")
     pixels = decode_bytes(data, image.path, max_pixels=max_pixels).pixels
     box = [face.left, face.top, face.right, face.bottom]
     return jpeg(crop(pixels, box), max_side)
+
+
+def _may_see(session: Session, who: Principal, face: FaceRow, seen: dict[int, str]) -> bool:
+    """Crops are for faces a search of the organisation showed (no bulk browsing of a
+    gallery), and for the owning organisation's administrators."""
+    if who.role == "admin" and seen.get(face.gallery_id) == "own":
+        return True
+    return session.get(ShownFace, (who.org_id, face.id)) is not None
 
 
 def probe_crop(

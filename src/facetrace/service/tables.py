@@ -3,7 +3,8 @@
 organisation, app_user (role: admin, examiner, reviewer, viewer), api_token and
 web_session (both stored as SHA-256 of the secret, never the secret), gallery_owner and
 gallery_grant (a gallery belongs to one organisation and may be shared read-only),
-case_file, probe, search_run (the candidate list exactly as shown), review (one decision
+case_file, probe, search_run (the candidate list exactly as shown), shown_face (which
+gallery faces an organisation's searches showed: the crops it may fetch), review (one decision
 per person and candidate), identification (a probe face linked to a subject once two
 people confirmed it), job (background ingest), audit_log and audit_head (the hash chain
 and its tip).
@@ -132,6 +133,15 @@ class SearchRun(Base):
     params: Mapped[dict[str, Any]] = mapped_column(JSON)
     result: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ShownFace(Base):
+    """A gallery face that a search of this organisation showed as a candidate: the only
+    faces whose crops its users may fetch (besides the owner's administrators)."""
+
+    __tablename__ = "shown_face"
+    org_id: Mapped[int] = mapped_column(ForeignKey("organisation.id"), primary_key=True)
+    face_id: Mapped[int] = mapped_column(Integer, primary_key=True)
 
 
 class Review(Base):

@@ -27,6 +27,7 @@ TABLES = [
     "case_file",
     "probe",
     "search_run",
+    "shown_face",
     "review",
     "identification",
     "job",
