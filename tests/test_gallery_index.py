@@ -124,7 +124,7 @@ def test_tally_follows_every_insert_and_delete_even_by_hand(app: Facetrace) -> N
         assert store.tally(s, store.get_gallery(s, "g").id, "other_model_v2").faces == 1
 
 
-@pytest.mark.parametrize("target", ["exact", "usearch", "lite.db"])
+@pytest.mark.parametrize("target", ["exact", "usearch", "ivf", "lite.db"])
 def test_reindex_to_another_backend_moves_every_gallery(
     app: Facetrace, tmp_path: Path, target: str
 ) -> None:
@@ -133,8 +133,8 @@ def test_reindex_to_another_backend_moves_every_gallery(
     from facetrace.settings import read_data_settings
 
     vecs = fill(app, 25)
-    load(app)  # the default (ivf) index exists
-    old = sorted(app.settings.index_dir.glob("*ivf.index*"))
+    load(app)  # the default (ivf-pq) index exists
+    old = sorted(app.settings.index_dir.glob(f"*{app.settings.index_backend}.index*"))
     old = [p for p in old if not p.name.endswith(".lock")]
     assert old
     spec = str(tmp_path / target) if target.endswith(".db") else target

@@ -47,7 +47,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "index_backend",
         "FACETRACE_INDEX",
-        "Vector index backend: ivf (FAISS; exact below 20,000 faces), usearch, exact, milvus.",
+        "Vector index backend: ivf-pq (FAISS product codes re-ranked exactly; exact below "
+        "20,000 faces), ivf, usearch, exact, milvus.",
     ),
     Setting(
         "milvus_uri",
@@ -109,7 +110,7 @@ class Settings:
 
     data_dir: Path
     database_url: str | None = None
-    index_backend: str = "ivf"
+    index_backend: str = "ivf-pq"
     milvus_uri: str | None = None
     detector: str = "hog"
     upsample: int = 1
