@@ -90,13 +90,15 @@ class Facetrace:
         with self.sessions() as s:
             return store.subject_stats(s, store.get_gallery(s, gallery))
 
-    def forget(self, gallery: str, subject: str) -> int:
-        """Remove a subject's faces from the database and the index; returns how many."""
+    def forget(self, gallery: str, subject: str, photos_out: list[str] | None = None) -> int:
+        """Remove a subject's faces from the database and the index; returns how many.
+
+        ``photos_out`` receives the stored paths of photos left with no face at all."""
         model = self.analyzer.model
         with self.sessions() as s:
             g = store.get_gallery(s, gallery)
             index = self.indexes.load(s, g, model)
-            face_ids = store.forget_subject(s, g, subject)
+            face_ids = store.forget_subject(s, g, subject, photos_out)
             s.commit()
             index.remove(np.asarray(face_ids, dtype=np.int64))
             self.indexes.save(g, model, index)

@@ -321,8 +321,13 @@ def subject_stats(session: Session, gallery: Gallery) -> list[dict[str, Any]]:
     return [{"name": n, "faces": int(c), "attributes": a or {}} for n, c, a in rows]
 
 
-def forget_subject(session: Session, gallery: Gallery, name: str) -> list[int]:
+def forget_subject(
+    session: Session, gallery: Gallery, name: str, photos_out: list[str] | None = None
+) -> list[int]:
     """Delete a subject, their faces, and photos left with no face; returns face ids.
+
+    The stored paths of the photos deleted (no face of anyone left in them) are appended
+    to ``photos_out``, for a caller that keeps copies of the files to remove them too.
 
     Bumps the gallery's generation in the same transaction, so an index saved before the
     deletion can never be used again without being brought up to date.
@@ -341,6 +346,8 @@ def forget_subject(session: Session, gallery: Gallery, name: str) -> list[int]:
     for image_id in image_ids:
         left = session.scalar(select(func.count()).where(FaceRow.image_id == image_id))
         if not left:
+            if photos_out is not None:
+                photos_out.append(session.get_one(SourceImage, image_id).path)
             session.execute(delete(SourceImage).where(SourceImage.id == image_id))
     session.execute(delete(Subject).where(Subject.id == subject.id))
     gallery.generation = (gallery.generation or 0) + 1

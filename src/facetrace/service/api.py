@@ -338,14 +338,19 @@ def subjects(name: str, p: Who, svc: Svc) -> list[dict[str, Any]]:
 
 @router.delete("/galleries/{name}/subjects/{subject}", tags=["galleries"])
 def forget(name: str, subject: str, p: Who, svc: Svc) -> dict[str, Any]:
-    """Delete a person's faces on request: from the database and the index, at once.
+    """Delete a person's data on request: their faces, from the database and the index at
+    once, and the photos of them uploaded to the service that show nobody else.
 
-    The audit entry is written once the faces are gone, with how many there were."""
+    The audit entry is written once they are gone, with how many there were."""
     with uow.read(svc.sessions) as s:
         g = access.gallery(s, p, name, write=True)
         if subject not in {row["name"] for row in store.subject_stats(s, g)}:
             raise NotFoundError(f"no subject named {subject!r} in gallery {name!r}")
-    removed = svc.ft.forget(name, subject)
+    photos: list[str] = []
+    removed = svc.ft.forget(name, subject, photos)
+    from facetrace.service.erasure import purge_uploads
+
+    erased = purge_uploads(photos, svc.data_dir / "uploads")
     with uow.write(svc.sessions) as s:
         audit.record(
             s,
@@ -353,9 +358,14 @@ def forget(name: str, subject: str, p: Who, svc: Svc) -> dict[str, Any]:
             "subject.delete",
             object_type="subject",
             object_id=subject,
-            detail={"gallery": name, "faces_removed": removed},
+            detail={"gallery": name, "faces_removed": removed, "uploaded_photos_erased": erased},
         )
-    return {"gallery": name, "subject": subject, "faces_removed": removed}
+    return {
+        "gallery": name,
+        "subject": subject,
+        "faces_removed": removed,
+        "uploaded_photos_erased": erased,
+    }
 
 
 @router.post("/galleries/{name}/ingest", status_code=202, tags=["galleries"])
