@@ -21,7 +21,7 @@ A candidate is a lead for a trained person to verify, never an identification:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,7 @@ class Candidate:
     fmr_is_upper_bound: bool = False
     expected_false_matches: float | None = None
     above_threshold: bool | None = None
+    details: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -77,6 +78,7 @@ class Candidate:
             "fmr_is_upper_bound": self.fmr_is_upper_bound,
             "expected_false_matches": self.expected_false_matches,
             "above_threshold": self.above_threshold,
+            "details": self.details,
         }
 
 
@@ -278,6 +280,7 @@ def _candidates(
                 face_id,
                 info.box,
                 info.quality,
+                details=info.details,
             )
         )
         if len(out) == k:

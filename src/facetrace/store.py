@@ -59,6 +59,8 @@ class FaceInfo:
     source_url: str | None
     box: list[int]
     quality: dict[str, Any]
+    # The subject's attributes and the photo's provenance, for the examiner.
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 def get_gallery(session: Session, name: str) -> Gallery:
@@ -267,7 +269,7 @@ def face_infos(session: Session, face_ids: list[int]) -> dict[int, FaceInfo]:
     if not face_ids:
         return {}
     rows = session.execute(
-        select(FaceRow, SourceImage, Gallery.name, Subject.name)
+        select(FaceRow, SourceImage, Gallery.name, Subject, FaceSubject.provenance)
         .join(SourceImage, SourceImage.id == FaceRow.image_id)
         .join(Gallery, Gallery.id == FaceRow.gallery_id)
         .outerjoin(FaceSubject, FaceSubject.face_id == FaceRow.id)
@@ -278,14 +280,27 @@ def face_infos(session: Session, face_ids: list[int]) -> dict[int, FaceInfo]:
         f.id: FaceInfo(
             face_id=f.id,
             gallery=gname,
-            subject=sname,
+            subject=subject.name if subject else None,
             image=img.path,
             source_url=img.source_url,
             box=[f.left, f.top, f.right, f.bottom],
             quality=f.quality,
+            details=_details(subject, img, how),
         )
-        for f, img, gname, sname in rows
+        for f, img, gname, subject, how in rows
     }
+
+
+def _details(subject: Subject | None, img: SourceImage, how: str | None) -> dict[str, Any]:
+    """What is known of a candidate beyond its name, leaving out what is empty."""
+    known = {
+        "attributes": (subject.attributes or {}) if subject else {},
+        "identity_from": how,
+        "source_description": img.source_description,
+        "captured_at": img.captured_at,
+        "legal_basis": img.legal_basis,
+    }
+    return {k: v for k, v in known.items() if v}
 
 
 def gallery_stats(session: Session, only: set[int] | None = None) -> list[dict[str, Any]]:

@@ -47,6 +47,7 @@ def test_two_people_confirm_an_identification(world: World, faces_dir: Path) -> 
     face = body["result"]["faces"][0]
     top = face["candidates"][0]
     assert top["subject"] == "Abdullah_Gul" and top["gallery"] == "records"
+    assert top["details"]["identity_from"] == "folder"  # how the gallery knows who it is
     sid = body["id"]
     decide = f"/api/v1/searches/{sid}/reviews"
 
