@@ -191,3 +191,15 @@ def test_every_response_carries_the_security_headers(world: World) -> None:
     r = world.client.get("/api/v1/me", headers=world.h("north", "viewer"))
     assert r.headers["cache-control"] == "no-store"
     assert r.headers["x-content-type-options"] == "nosniff"
+
+
+def test_anonymous_uploads_are_refused_before_their_body_is_read(world: World) -> None:
+    c = world.client
+    files = {"file": ("p.jpg", b"\xff\xd8" + b"0" * 50_000, "image/jpeg")}
+    for headers in ({}, {"Authorization": "Bearer ft_not_a_token"}):
+        r = c.post("/api/v1/cases/1/probes", files=files, headers=headers)
+        assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
+    page = c.post(
+        "/cases/1/search", files=files, headers={"accept": "text/html"}, follow_redirects=False
+    )
+    assert page.status_code == 303 and page.headers["location"] == "/login"

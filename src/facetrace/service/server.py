@@ -16,8 +16,11 @@ from pathlib import Path as FilePath
 from typing import Annotated
 
 from fastapi import FastAPI, Form, Path, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.orm import sessionmaker
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from facetrace.app import Facetrace
 from facetrace.errors import AuthError, ForbiddenError
@@ -91,6 +94,20 @@ def address(request: Request) -> str:
 
 def who(request: Request) -> Principal:
     """The caller, or 401. Cookie sessions must show their CSRF token to change things."""
+    principal = signed_in(request)
+    if principal.via == "session" and request.method not in SAFE_METHODS:
+        sent = request.headers.get("x-csrf-token") or getattr(request.state, "csrf", None)
+        if (
+            not sent
+            or not principal.csrf
+            or not secrets.compare_digest(sent.encode(), principal.csrf.encode())
+        ):
+            raise ForbiddenError("missing or wrong CSRF token; reload the page and try again")
+    return principal
+
+
+def signed_in(request: Request) -> Principal:
+    """The caller from their API token or session cookie, or 401 (no CSRF check)."""
     svc = service(request)
     header = request.headers.get("authorization", "")
     with uow.read(svc.sessions) as s:
@@ -104,15 +121,31 @@ def who(request: Request) -> Principal:
             return principal
         principal = auth.from_session(s, request.cookies.get(COOKIE))
     request.state.principal = principal
-    if request.method not in SAFE_METHODS:
-        sent = request.headers.get("x-csrf-token") or getattr(request.state, "csrf", None)
-        if (
-            not sent
-            or not principal.csrf
-            or not secrets.compare_digest(sent.encode(), principal.csrf.encode())
-        ):
-            raise ForbiddenError("missing or wrong CSRF token; reload the page and try again")
     return principal
+
+
+class CredentialsFirst:
+    """ASGI middleware: an upload (a multipart body) from nobody signed in is refused
+    with 401 before its body is read, so that anonymous callers cannot fill the disk
+    with spooled uploads. The full check (role, CSRF) still runs in the route."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] not in SAFE_METHODS:
+            ctype = dict(scope.get("headers") or []).get(b"content-type", b"")
+            if ctype.lower().startswith(b"multipart/"):
+                request = Request(scope)
+                try:
+                    await run_in_threadpool(signed_in, request)
+                except AuthError as exc:
+                    response: Response = JSONResponse(http.body(401, "unauthorized", str(exc)), 401)
+                    if http.wants_html(request):
+                        response = RedirectResponse("/login", 303)
+                    await response(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
 
 
 def create_app(settings: Settings, *, upload_limit: int | None = None) -> FastAPI:
@@ -142,6 +175,7 @@ def create_app(settings: Settings, *, upload_limit: int | None = None) -> FastAP
     app.state.service = svc
     http.install(app, html=web.error_page, on_refused=svc.audit_refusal)
     app.add_middleware(http.BodyLimit, limit=svc.upload_limit + 64 * 1024)
+    app.add_middleware(CredentialsFirst)
     app.add_middleware(http.SecurityHeaders)
     app.include_router(api.router, prefix="/api/v1")
     app.include_router(web.router)
