@@ -325,6 +325,11 @@ def gallery_stats(session: Session, only: set[int] | None = None) -> list[dict[s
     return out
 
 
+def has_subject(session: Session, gallery: Gallery, name: str) -> bool:
+    q = select(Subject.id).where(Subject.gallery_id == gallery.id, Subject.name == name)
+    return session.scalar(q) is not None
+
+
 def subject_stats(session: Session, gallery: Gallery) -> list[dict[str, Any]]:
     rows = session.execute(
         select(Subject.name, func.count(FaceSubject.face_id), Subject.attributes)

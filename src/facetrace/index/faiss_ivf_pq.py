@@ -238,7 +238,7 @@ class FaissIvfPqIndex:
         index, invlists = self._pq, self._pq.invlists
         _, near = index.quantizer.search(vectors, min(_GUESS_LISTS, index.nlist))
         left = set(gone.tolist())
-        for list_no in [*np.unique(near).tolist(), *range(index.nlist)]:
+        for list_no in dict.fromkeys([*np.unique(near).tolist(), *range(index.nlist)]):
             if not left:
                 break
             size = invlists.list_size(list_no)

@@ -12,9 +12,12 @@ found (404), never as forbidden, so their existence does not leak.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from facetrace import store
 from facetrace.db import Gallery
 from facetrace.errors import ForbiddenError, NotFoundError
 from facetrace.service.auth import Principal
@@ -51,6 +54,20 @@ def visible_galleries(session: Session, who: Principal) -> dict[int, str]:
     for gid in granted:
         out.setdefault(gid, "granted")
     return out
+
+
+def visible_gallery_names(session: Session, who: Principal) -> dict[str, str]:
+    """Gallery name -> ``own`` or ``granted``, sorted by name."""
+    visible = visible_galleries(session, who)
+    rows = session.execute(select(Gallery).where(Gallery.id.in_(visible))).scalars()
+    return dict(sorted((g.name, visible[g.id]) for g in rows))
+
+
+def gallery_list(session: Session, who: Principal) -> list[dict[str, Any]]:
+    """The galleries the user may see, with their counts and ``access`` (own/granted)."""
+    visible = visible_galleries(session, who)
+    names = visible_gallery_names(session, who)
+    return [{**g, "access": names[g["name"]]} for g in store.gallery_stats(session, set(visible))]
 
 
 def gallery(session: Session, who: Principal, name: str, *, write: bool = False) -> Gallery:

@@ -257,10 +257,7 @@ def get_reviews(search_id: Id, p: Who, svc: Svc) -> list[dict[str, Any]]:
 def galleries(p: Who, svc: Svc) -> list[dict[str, Any]]:
     with uow.read(svc.sessions) as s:
         access.require(p, "read")
-        seen = access.visible_galleries(s, p)
-        names = {g.id: g.name for g in store.all_galleries(s) if g.id in seen}
-        access_of = {names[i]: how for i, how in seen.items()}
-        return [{**g, "access": access_of[g["name"]]} for g in store.gallery_stats(s, set(seen))]
+        return access.gallery_list(s, p)
 
 
 @router.post("/galleries", status_code=201, tags=["galleries"])
@@ -344,7 +341,7 @@ def forget(name: str, subject: str, p: Who, svc: Svc) -> dict[str, Any]:
     The audit entry is written once they are gone, with how many there were."""
     with uow.read(svc.sessions) as s:
         g = access.gallery(s, p, name, write=True)
-        if subject not in {row["name"] for row in store.subject_stats(s, g)}:
+        if not store.has_subject(s, g, subject):
             raise NotFoundError(f"no subject named {subject!r} in gallery {name!r}")
     photos: list[str] = []
     removed = svc.ft.forget(name, subject, photos)
@@ -469,21 +466,11 @@ def audit_verify(p: Who, svc: Svc) -> dict[str, Any]:
 
 @router.get("/stats", tags=["admin"])
 def stats(p: Who, svc: Svc) -> dict[str, Any]:
-    from sqlalchemy import func
-
-    from facetrace.service.tables import CaseFile, Identification
-
     with uow.read(svc.sessions) as s:
         access.require(p, "audit")
-        confirmed = s.execute(
-            select(func.count())
-            .select_from(Identification)
-            .join(CaseFile, CaseFile.id == Identification.case_id)
-            .where(CaseFile.org_id == p.org_id)
-        ).scalar_one()
         return {
             "searches": cases.count_searches(s, p.org_id),
-            "confirmed_identifications": int(confirmed),
+            "confirmed_identifications": reviews.confirmed(s, p.org_id),
             "open_reviews": reviews.open_reviews(s, p.org_id),
             "searches_per_day": [
                 {"day": d, "searches": n} for d, n in audit.searches_per_day(s, p.org_id)

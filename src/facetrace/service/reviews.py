@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from facetrace.db import FaceSubject
@@ -192,6 +192,14 @@ def state(
 
 def state_list(session: Session, who: Principal, run: SearchRun) -> list[dict[str, Any]]:
     return list(state(session, who, run).values())
+
+
+def confirmed(session: Session, org_id: int) -> int:
+    """How many identifications an organisation's cases have confirmed."""
+    from facetrace.service.tables import CaseFile
+
+    q = select(func.count()).select_from(Identification).join(CaseFile)
+    return int(session.execute(q.where(CaseFile.org_id == org_id)).scalar_one())
 
 
 def open_reviews(session: Session, org_id: int) -> int:

@@ -30,16 +30,15 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from facetrace import errors, store
-from facetrace.db import Gallery
+from facetrace import errors
 from facetrace.decode import decode_file
 from facetrace.errors import FacetraceError
 from facetrace.search import LEAD_NOTICE
 from facetrace.service import access, audit, auth, cases, http, reviews, server, tables, uow
 from facetrace.service.auth import Principal
-from facetrace.service.tables import OUTCOMES, PURPOSES, ROLES, CaseFile, Identification, User
+from facetrace.service.tables import OUTCOMES, PURPOSES, ROLES, CaseFile, User
 
 HERE = Path(__file__).parent
 LOGIN_COOKIE = "facetrace_login"
@@ -248,20 +247,13 @@ def create_case(
     return redirect(f"/cases/{case_id}")
 
 
-def visible_gallery_names(s: Any, who: Principal) -> dict[str, str]:
-    """Name -> ``own`` or ``granted``, sorted by name."""
-    visible = access.visible_galleries(s, who)
-    rows = s.execute(select(Gallery).where(Gallery.id.in_(visible))).scalars()
-    return dict(sorted((g.name, visible[g.id]) for g in rows))
-
-
 def case_page(
     request: Request, who: Principal, case_id: int, status: int = 200, **context: Any
 ) -> Response:
     with uow.read(server.service(request).sessions) as s:
         case = access.case(s, who, case_id)
         detail = cases.case_detail(s, who, case)
-        galleries = visible_gallery_names(s, who)
+        galleries = access.visible_gallery_names(s, who)
         names = {p["id"]: p["filename"] for p in detail["probes"]}
     for run in detail["searches"]:
         run["probe"] = names.get(run["probe_id"], f"probe {run['probe_id']}")
@@ -418,17 +410,14 @@ def record_review(
 def galleries_page(request: Request, who: Principal, status: int = 200, **context: Any) -> Response:
     svc = server.service(request)
     with uow.read(svc.sessions) as s:
-        names = visible_gallery_names(s, who)
-        stats = [
-            {**g, "kind": names[g["name"]]} for g in store.gallery_stats(s) if g["name"] in names
-        ]
+        stats = access.gallery_list(s, who)
     try:
         jobs: list[dict[str, Any]] | None = svc.jobs.list(who)
     except (errors.ForbiddenError, errors.NotFoundError):
         jobs = None
     for job in jobs or []:
         job["active"] = job.get("status") in ACTIVE_JOBS
-    own = [n for n, kind in names.items() if kind == "own"]
+    own = [g["name"] for g in stats if g["access"] == "own"]
     return render(
         request, "galleries.html", who, status, galleries=stats, jobs=jobs, own=own, **context
     )
@@ -530,11 +519,9 @@ def stats_page(request: Request, who: Who) -> Response:
     access.require(who, "audit")
     with uow.read(server.service(request).sessions) as s:
         days = audit.searches_per_day(s, who.org_id, 30)
-        idents = select(func.count()).select_from(Identification).join(CaseFile)
-        confirmed = s.execute(idents.where(CaseFile.org_id == who.org_id)).scalar_one()
         totals = {
             "searches": cases.count_searches(s, who.org_id),
-            "confirmed": int(confirmed),
+            "confirmed": reviews.confirmed(s, who.org_id),
             "open_reviews": reviews.open_reviews(s, who.org_id),
             "last_30_days": sum(n for _, n in days),
         }
