@@ -16,9 +16,11 @@ photo with a face), against a synthetic gallery with the same number of faces pe
 Probes: 500 photos of people with two or more photos, left out of their gallery.
 
     .venv/bin/python benchmarks/ann_difficulty.py [--data .eval-data] [--workers 2]
+    .venv/bin/python benchmarks/ann_difficulty.py --cache .eval-data/eval-cache/faces-*.npz
 
-Embeddings are cached in the data directory (as ``benchmarks/accuracy.py``), so a second
-run takes seconds.
+Embeddings are cached in the data directory (as ``benchmarks/accuracy.py``); embedding all
+of LFW the first time takes over half an hour on 2 cores. ``--cache`` reads the vectors of
+an evaluation cache that ``facetrace eval`` already wrote, with whatever settings it had.
 """
 
 from __future__ import annotations
@@ -52,6 +54,16 @@ def real_vectors(data: Path, workers: int) -> tuple[np.ndarray, np.ndarray]:
     ok = np.array([f != "error" for f in faces.found_by])
     people = np.array([Path(p).parent.name for p in faces.paths])[ok]
     return unit(faces.plain[ok]), np.unique(people, return_inverse=True)[1]
+
+
+def cached_vectors(cache: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The same from an evaluation cache file (person = the photo's parent folder)."""
+    with np.load(cache, allow_pickle=False) as f:
+        ok = f["found_by"] != "error"
+        paths = [str(k).split("\0")[0] for k in f["keys"][ok]]
+        plain = f["plain"][ok]
+    people = np.array([Path(p).parent.name for p in paths])
+    return unit(plain), np.unique(people, return_inverse=True)[1]
 
 
 def synthetic_like(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -116,12 +128,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=Path(".eval-data"))
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cache", type=Path, help="an evaluation cache (faces-*.npz) to read")
     args = ap.parse_args(argv)
-    if not (FACES / "lfw" / "images").is_dir():
+    faiss.omp_set_num_threads(min(2, os.cpu_count() or 1))
+    if args.cache is not None:
+        real, labels = cached_vectors(args.cache)
+    elif (FACES / "lfw" / "images").is_dir():
+        real, labels = real_vectors(args.data, args.workers)
+    else:
         print(f"skipped: no LFW photos under {FACES / 'lfw' / 'images'} (set FACETRACE_FACES)")
         return 0
-    faiss.omp_set_num_threads(min(2, os.cpu_count() or 1))
-    real, labels = real_vectors(args.data, args.workers)
     fake, fake_labels = synthetic_like(labels, args.seed + 7)
     rows = {
         "real LFW (dlib, plain)": study(real, labels, args.seed),
