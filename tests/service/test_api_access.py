@@ -169,3 +169,18 @@ def test_a_grant_shares_a_gallery_read_only(world: World, north: dict) -> None:
     )
     assert r.status_code == 200
     assert c.get(f"/api/v1/faces/{north['face']}/crop", headers=south).status_code == 404
+
+
+def test_a_probe_is_searched_only_under_its_own_case(world: World, north: dict) -> None:
+    c, h = world.client, world.h("north", "examiner")
+    other = c.post("/api/v1/cases", json={"number": "N-2", "purpose": "missing"}, headers=h)
+    before = len(c.get(f"/api/v1/cases/{north['case']}", headers=h).json()["searches"])
+    r = c.post(
+        f"/api/v1/cases/{other.json()['id']}/searches",
+        json={"probe_id": north["probe"]},
+        headers=h,
+    )
+    assert r.status_code == 404
+    assert f"probe {north['probe']} is not in case" in r.json()["error"]["message"]
+    after = c.get(f"/api/v1/cases/{north['case']}", headers=h).json()["searches"]
+    assert len(after) == before

@@ -216,11 +216,7 @@ def probe_crop(
 @router.post("/cases/{case_id}/searches", status_code=201, tags=["search"])
 def search(case_id: int, body: SearchIn, p: Who, svc: Svc) -> dict[str, Any]:
     """Search the galleries your organisation may see with a probe of this case."""
-    with uow.read(svc.sessions) as s:
-        _probe, case = cases.probe(s, p, body.probe_id)
-        if case.id != case_id:
-            raise NotFoundError(f"probe {body.probe_id} is not in case {case_id}")
-    run = cases.search(svc.ft, svc.sessions, p, body.probe_id, body.galleries, body.k)
+    run = cases.search(svc.ft, svc.sessions, p, body.probe_id, body.galleries, body.k, case_id)
     return cases.search_dict(run)
 
 

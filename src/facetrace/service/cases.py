@@ -159,13 +159,19 @@ def search(
     probe_id: int,
     galleries: list[str] | None = None,
     k: int = 10,
+    case_id: int | None = None,
 ) -> SearchRun:
-    """Search a case's probe over visible galleries; store and audit what was shown."""
+    """Search a case's probe over visible galleries; store and audit what was shown.
+
+    ``case_id``, when given, is the case the caller named: a probe of another case is
+    not found."""
     if not 1 <= k <= 50:
         raise RequestError("k must be between 1 and 50")
     with uow.read(sessions) as s:
         access.require(who, "search")
         row, case = probe(s, who, probe_id)
+        if case_id is not None and case.id != case_id:
+            raise NotFoundError(f"probe {probe_id} is not in case {case_id}")
         visible = access.visible_galleries(s, who)
         names = {
             g.id: g.name
