@@ -32,6 +32,7 @@ from facetrace.db import (
     open_database,
 )
 from facetrace.index.base import VectorIndex
+from facetrace.service import tables as service_tables  # noqa: F401 - all the models on Base
 from facetrace.settings import Settings
 from tests.test_gallery_index import MODEL, fill, image
 

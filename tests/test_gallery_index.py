@@ -161,3 +161,37 @@ def test_reindex_to_an_unknown_place_is_refused(app: Facetrace) -> None:
     fill(app, 3)
     assert main(["--data", str(app.settings.data_dir), "reindex", "--to", "ftp://x"]) == 2
     assert main(["--data", str(app.settings.data_dir), "reindex", "--to", "ivf", "-g", "g"]) == 2
+
+
+def test_reindex_with_options_rebuilds_every_gallery_with_them(app: Facetrace) -> None:
+    from facetrace.cli import main
+    from facetrace.settings import read_data_settings
+
+    vecs = fill(app, 25)
+    assert load(app).refine == "f32"
+    data = str(app.settings.data_dir)
+    assert main(["--data", data, "reindex", "--options", "refine=fp16,nprobe=64"]) == 0
+    assert read_data_settings(app.settings.data_dir)["index_options"] == "refine=fp16,nprobe=64"
+    tuned = Facetrace(Settings.load(env={}, data_dir=app.settings.data_dir))
+    index = load(tuned)
+    assert (index.refine, index.nprobe, index.store.vectors.dtype) == ("fp16", 64, np.float16)
+    ids, scores = index.search(vecs[4], 1)
+    assert ids[0, 0] == 5 and scores[0, 0] > 0.999
+    assert tuned.indexes.options == {"refine": "fp16", "nprobe": 64}
+    # Back to the defaults: an empty list of options.
+    assert main(["--data", data, "reindex", "--options", ""]) == 0
+    index = load(Facetrace(Settings.load(env={}, data_dir=app.settings.data_dir)))
+    assert (index.refine, len(index)) == ("f32", 25)
+
+
+def test_bad_index_options_are_refused_and_change_nothing(app: Facetrace) -> None:
+    from facetrace.cli import main
+    from facetrace.settings import read_data_settings
+
+    fill(app, 3)
+    data = str(app.settings.data_dir)
+    for bad in ("refine=fp8", "colour=blue", "nprobe=many", "nprobe=0", "nprobe"):
+        assert main(["--data", data, "reindex", "--options", bad]) == 2, bad
+    assert main(["--data", data, "reindex", "--options", "nprobe=8", "-g", "g"]) == 2
+    assert "index_options" not in read_data_settings(app.settings.data_dir)
+    assert load(app).nprobe == 512

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -67,3 +68,36 @@ def test_milvus_needs_a_uri(tmp_path: Path) -> None:
         Settings.load(env={"FACETRACE_INDEX": "milvus"}, data_dir=tmp_path)
     s = Settings.load(env={"FACETRACE_INDEX": "milvus", "FACETRACE_MILVUS_URI": "x.db"})
     assert s.milvus_uri == "x.db"
+
+
+def test_index_options_are_parsed_for_their_backend(tmp_path: Path) -> None:
+    env = {"FACETRACE_INDEX_OPTIONS": " refine=fp16 , nprobe=96 "}
+    s = Settings.load(env=env, data_dir=tmp_path)
+    assert s.index_option_values == {"refine": "fp16", "nprobe": 96}
+    ivf_env = {"FACETRACE_INDEX": "ivf", "FACETRACE_INDEX_OPTIONS": "codec=sq8"}
+    ivf = Settings.load(env=ivf_env, data_dir=tmp_path)
+    assert ivf.index_option_values == {"codec": "sq8"}
+    assert Settings.load(env={}, data_dir=tmp_path).index_option_values == {}
+
+
+@pytest.mark.parametrize(
+    ("backend", "text", "says"),
+    [
+        ("ivf-pq", "refine=fp8", "refine must be one of"),
+        ("ivf-pq", "nprobe=0", "nprobe must be positive"),
+        ("ivf-pq", "nprobe=lots", "not a whole number"),
+        ("ivf-pq", "m=3", "m must be even"),
+        ("ivf-pq", "codec=sq8", "has no option 'codec'"),
+        ("ivf-pq", "nprobe=8,nprobe=9", "given twice"),
+        ("ivf-pq", "nprobe", "not key=value"),
+        ("ivf", "refine=fp16", "has no option 'refine'"),
+        ("exact", "nprobe=8", "(it has: none)"),
+        ("usearch", "dtype=f64", "dtype must be one of"),
+    ],
+)
+def test_bad_index_options_are_refused_when_read(
+    tmp_path: Path, backend: str, text: str, says: str
+) -> None:
+    env = {"FACETRACE_INDEX": backend, "FACETRACE_INDEX_OPTIONS": text}
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        Settings.load(env=env, data_dir=tmp_path)

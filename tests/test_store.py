@@ -9,6 +9,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
 from facetrace.db import Base, make_engine, migrate, open_database
+from facetrace.service import tables as service_tables  # noqa: F401 - all the models on Base
 
 
 def test_migrations_apply_to_an_empty_database(tmp_path: Path) -> None:

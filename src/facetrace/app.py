@@ -8,6 +8,7 @@ the face pipeline, each made on first use.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,9 @@ class Facetrace:
     @cached_property
     def indexes(self) -> GalleryIndexes:
         s = self.settings
-        return GalleryIndexes(s.index_dir, s.index_backend, milvus_uri=s.milvus_uri)
+        return GalleryIndexes(
+            s.index_dir, s.index_backend, milvus_uri=s.milvus_uri, options=s.index_option_values
+        )
 
     @cached_property
     def analyzer(self) -> Analyzer:
@@ -116,18 +119,29 @@ class Facetrace:
                     out[g.name] += len(self.indexes.rebuild(s, g, model))
         return out
 
-    def move_index(self, backend: str, milvus_uri: str | None = None) -> dict[str, int]:
-        """Rebuild every gallery's indexes in another backend, make it this data
-        directory's choice (``settings.json``), then delete the old indexes.
+    def move_index(
+        self, backend: str, milvus_uri: str | None = None, options: str = ""
+    ) -> dict[str, int]:
+        """Rebuild every gallery's indexes in another backend, or the same one with other
+        ``options``, make it this data directory's choice (``settings.json``), then delete
+        the old indexes.
 
         Until the last gallery is built the old indexes stay in use, so a move that fails
-        half-way changes nothing; run it again.
+        half-way changes nothing; run it again. (Rebuilt in the same backend, each
+        gallery's index is replaced as it is built.)
         """
         target = Facetrace(
-            self.settings.with_overrides(index_backend=backend, milvus_uri=milvus_uri)
+            replace(
+                self.settings, index_backend=backend, milvus_uri=milvus_uri, index_options=options
+            )
         )
         built = target.reindex()
-        save_data_settings(self.settings.data_dir, index_backend=backend, milvus_uri=milvus_uri)
+        save_data_settings(
+            self.settings.data_dir,
+            index_backend=backend,
+            milvus_uri=milvus_uri,
+            index_options=options,
+        )
         # Index paths are named by backend: another backend leaves old files to delete.
         # (Milvus to another Milvus rebuilds in place; the old server keeps its copy.)
         if backend != self.settings.index_backend:

@@ -263,19 +263,30 @@ def forget(ctx: click.Context, gallery: str, subject: str, as_json: bool) -> Non
     help="Move every gallery to another index: ivf-pq, ivf, usearch, exact, milvus://host:port "
     "or a Milvus Lite file.db; recorded in DATA/settings.json.",
 )
+@click.option(
+    "--options",
+    metavar="KEY=VALUE,...",
+    help="Rebuild every gallery with these index options (e.g. refine=fp16,nprobe=768); "
+    "recorded in DATA/settings.json. With --to and without --options, the defaults.",
+)
 @click.pass_context
-def reindex(ctx: click.Context, gallery: str | None, target: str | None) -> None:
+def reindex(
+    ctx: click.Context, gallery: str | None, target: str | None, options: str | None
+) -> None:
     """Rebuild vector indexes from the database (after damage or a backend change)."""
     app = app_of(ctx)
-    if target is None:
+    if target is None and options is None:
         built = app.reindex(gallery)
     else:
         if gallery:
-            raise ConfigError("--to moves every gallery; leave out --gallery")
-        backend, uri = parse_index_target(target)
-        built = app.move_index(backend, uri)
+            raise ConfigError("--to and --options rebuild every gallery; leave out --gallery")
+        s = app.settings
+        backend, uri = parse_index_target(target) if target else (s.index_backend, s.milvus_uri)
+        built = app.move_index(backend, uri, options or "")
         where = f"{backend} ({uri})" if uri else backend
-        out.print(f"index backend is now {where}, saved in {app.settings.data_dir}/settings.json")
+        if options:
+            where += f" with {options}"
+        out.print(f"index backend is now {where}, saved in {s.data_dir}/settings.json")
     for name, n in built.items():
         out.print(f"{name}: index rebuilt with {n} face(s)")
 

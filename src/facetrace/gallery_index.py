@@ -34,18 +34,25 @@ class GalleryIndexes:
     """Opens, brings up to date, saves and deletes the indexes of galleries."""
 
     def __init__(
-        self, index_dir: Path, backend: str, dim: int = 128, milvus_uri: str | None = None
+        self,
+        index_dir: Path,
+        backend: str,
+        dim: int = 128,
+        milvus_uri: str | None = None,
+        options: dict[str, Any] | None = None,
     ) -> None:
         self.index_dir = index_dir
         self.backend = backend
         self.dim = dim
         self.milvus_uri = milvus_uri
+        self.options = dict(options or {})
 
     def _options(self, gallery: Gallery, model: str) -> dict[str, Any]:
-        """What a new index of this gallery needs besides its dimension."""
+        """What a new index of this gallery needs besides its dimension: the operator's
+        options (``FACETRACE_INDEX_OPTIONS``), and for Milvus where it lives."""
         if self.backend == "milvus":  # one collection per model, the gallery as key
             return {"uri": self.milvus_uri, "model": model, "gallery": f"gallery{gallery.id}"}
-        return {}
+        return dict(self.options)
 
     def path(self, gallery: Gallery, model: str) -> Path:
         return self.index_dir / f"gallery-{gallery.id}-{model}-{self.backend}.index"

@@ -21,6 +21,7 @@ from typing import Any
 import platformdirs
 
 from facetrace.errors import ConfigError
+from facetrace.index.options import parse_options
 
 DETECTORS = ("hog", "cnn")
 EMBEDDERS = ("onnx", "dlib")
@@ -49,6 +50,14 @@ SETTINGS: tuple[Setting, ...] = (
         "FACETRACE_INDEX",
         "Vector index backend: ivf-pq (FAISS product codes re-ranked exactly; exact below "
         "20,000 faces), ivf, usearch, exact, milvus.",
+    ),
+    Setting(
+        "index_options",
+        "FACETRACE_INDEX_OPTIONS",
+        "Options of the index backend, key=value,...; applied when an index is built "
+        "(facetrace reindex rebuilds the others). ivf-pq: refine=fp16 (half the memory), "
+        "nprobe, nlist, k_factor, m; ivf: codec=fp16|sq8, nprobe, nlist; usearch: dtype, "
+        "connectivity, expansion_add, expansion_search.",
     ),
     Setting(
         "milvus_uri",
@@ -111,6 +120,7 @@ class Settings:
     data_dir: Path
     database_url: str | None = None
     index_backend: str = "ivf-pq"
+    index_options: str = ""
     milvus_uri: str | None = None
     detector: str = "hog"
     upsample: int = 1
@@ -148,6 +158,7 @@ class Settings:
         for name in ("detect_max_side", "max_pixels", "max_file_bytes", "max_archive_bytes"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
+        parse_options(self.index_backend, self.index_options)
         if self.index_backend == "milvus" and not self.milvus_uri:
             raise ConfigError("the milvus index backend needs FACETRACE_MILVUS_URI")
         if self.workers < 1:
@@ -158,6 +169,11 @@ class Settings:
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'facetrace.db'}"
+
+    @property
+    def index_option_values(self) -> dict[str, Any]:
+        """``index_options`` as keyword arguments of the backend (checked already)."""
+        return parse_options(self.index_backend, self.index_options, check=False)
 
     @property
     def index_dir(self) -> Path:
