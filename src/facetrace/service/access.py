@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from facetrace import store
 from facetrace.db import Gallery
 from facetrace.errors import ForbiddenError, NotFoundError
+from facetrace.service import audit
 from facetrace.service.auth import Principal
 from facetrace.service.tables import CaseFile, GalleryGrant, GalleryOwner
 
@@ -40,6 +41,11 @@ def require(who: Principal, permission: str) -> None:
     if who.role not in PERMISSIONS[permission]:
         allowed = ", ".join(sorted(PERMISSIONS[permission]))
         raise ForbiddenError(f"role {who.role!r} may not do this ({permission}: {allowed})")
+
+
+def permissions(role: str) -> set[str]:
+    """What a role may do: the names in ``PERMISSIONS`` that list it."""
+    return {name for name, roles in PERMISSIONS.items() if role in roles}
 
 
 def visible_galleries(session: Session, who: Principal) -> dict[int, str]:
@@ -81,6 +87,20 @@ def gallery(session: Session, who: Principal, name: str, *, write: bool = False)
         if seen != "own":
             raise ForbiddenError(f"gallery {name!r} is shared with you read-only")
     return row
+
+
+def own_new_gallery(session: Session, who: Principal, gallery: Gallery) -> None:
+    """Make a gallery just created the user's organisation's own, and audit it."""
+    session.add(GalleryOwner(gallery_id=gallery.id, org_id=who.org_id))
+    session.flush()
+    audit.record(
+        session,
+        who.actor,
+        "gallery.create",
+        object_type="gallery",
+        object_id=gallery.id,
+        detail={"name": gallery.name},
+    )
 
 
 def owner_of(session: Session, gallery_id: int) -> int | None:

@@ -90,7 +90,7 @@ def me_dict(p: Principal) -> dict[str, Any]:
         "display_name": p.display_name,
         "organisation": p.org_name,
         "role": p.role,
-        "permissions": sorted(k for k, roles in access.PERMISSIONS.items() if p.role in roles),
+        "permissions": sorted(access.permissions(p.role)),
     }
 
 
@@ -260,7 +260,6 @@ def galleries(p: Who, svc: Svc) -> list[dict[str, Any]]:
 def create_gallery(body: GalleryIn, p: Who, svc: Svc) -> dict[str, Any]:
     from facetrace.db import Gallery
     from facetrace.errors import ConflictError
-    from facetrace.service.tables import GalleryOwner
 
     with uow.write(svc.sessions) as s:
         access.require(p, "gallery.write")
@@ -269,15 +268,7 @@ def create_gallery(body: GalleryIn, p: Who, svc: Svc) -> dict[str, Any]:
         g = Gallery(name=body.name, description=body.description)
         s.add(g)
         s.flush()
-        s.add(GalleryOwner(gallery_id=g.id, org_id=p.org_id))
-        audit.record(
-            s,
-            p.actor,
-            "gallery.create",
-            object_type="gallery",
-            object_id=g.id,
-            detail={"name": g.name},
-        )
+        access.own_new_gallery(s, p, g)
         return {"id": g.id, "name": g.name, "access": "own"}
 
 
@@ -386,7 +377,6 @@ def face_crop(face_id: Id, p: Who, svc: Svc) -> Response:
     from facetrace.service import media
 
     with uow.read(svc.sessions) as s:
-        access.require(p, "read")
         return Response(media.face_crop(s, p, face_id, **svc.image_limits), media_type="image/jpeg")
 
 

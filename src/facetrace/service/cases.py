@@ -16,7 +16,6 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from facetrace.app import Facetrace
-from facetrace.db import Gallery
 from facetrace.decode import decode_bytes, sha256_hex
 from facetrace.errors import ConflictError, NotFoundError, PayloadTooLargeError, RequestError
 from facetrace.search import LEAD_NOTICE
@@ -172,17 +171,14 @@ def search(
         row, case = probe(s, who, probe_id)
         if case_id is not None and case.id != case_id:
             raise NotFoundError(f"probe {probe_id} is not in case {case_id}")
-        visible = access.visible_galleries(s, who)
-        names = {
-            g.id: g.name
-            for g in s.execute(select(Gallery).where(Gallery.id.in_(visible))).scalars()
-        }
+        names = access.visible_gallery_names(s, who)
         if galleries:
             for name in galleries:
-                access.gallery(s, who, name)
+                if name not in names:
+                    raise NotFoundError(f"gallery {name!r} does not exist")
             chosen = list(dict.fromkeys(galleries))
         else:
-            chosen = sorted(names.values())
+            chosen = list(names)
         probe_path, case_id = Path(row.path), case.id
     if not chosen:
         raise RequestError("your organisation has no gallery to search yet")

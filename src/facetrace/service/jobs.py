@@ -47,7 +47,7 @@ from facetrace.errors import (
 )
 from facetrace.service import access, audit, uow
 from facetrace.service.auth import Principal
-from facetrace.service.tables import GalleryOwner, Job, User
+from facetrace.service.tables import Job, User
 
 log = logging.getLogger("facetrace.service.jobs")
 
@@ -149,8 +149,6 @@ class JobRunner:
         self._queue: queue.Queue[int | None] = queue.Queue()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
-
-    job_dict = staticmethod(job_dict)
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -415,17 +413,8 @@ def _writable(session: Session, who: Principal, name: str, *, create: bool) -> G
         row = store.get_or_create_gallery(session, name)
         if access.owner_of(session, row.id) is not None:  # made a moment ago by another
             raise ConflictError(f"gallery name {name!r} is taken; choose another name")
-        session.add(GalleryOwner(gallery_id=row.id, org_id=who.org_id))
-        session.flush()
-        audit.record(
-            session,
-            who.actor,
-            "gallery.create",
-            object_type="gallery",
-            object_id=row.id,
-            detail={"name": name},
-        )
+        access.own_new_gallery(session, who, row)
         return row
     if access.owner_of(session, row.id) != who.org_id:
         raise ConflictError(f"gallery name {name!r} is taken; choose another name")
-    return access.gallery(session, who, name, write=True)
+    return row

@@ -38,6 +38,7 @@ from facetrace.errors import FacetraceError
 from facetrace.search import LEAD_NOTICE
 from facetrace.service import access, audit, auth, cases, http, reviews, server, tables, uow
 from facetrace.service.auth import Principal
+from facetrace.service.jobs import UNFINISHED
 from facetrace.service.tables import OUTCOMES, PURPOSES, ROLES, CaseFile, User
 
 HERE = Path(__file__).parent
@@ -50,7 +51,6 @@ SECURITY_HEADERS = {
         "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
     ),
 }  # fmt: skip
-ACTIVE_JOBS = ("queued", "running")
 templates = Jinja2Templates(
     env=Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True)
 )
@@ -95,9 +95,7 @@ def safe_next(target: str | None) -> str:
 
 
 def permissions(who: Principal | None) -> set[str]:
-    if who is None:
-        return set()
-    return {name for name, roles in access.PERMISSIONS.items() if who.role in roles}
+    return set() if who is None else access.permissions(who.role)
 
 
 def render(
@@ -416,7 +414,7 @@ def galleries_page(request: Request, who: Principal, status: int = 200, **contex
     except (errors.ForbiddenError, errors.NotFoundError):
         jobs = None
     for job in jobs or []:
-        job["active"] = job.get("status") in ACTIVE_JOBS
+        job["active"] = job.get("status") in UNFINISHED
     own = [g["name"] for g in stats if g["access"] == "own"]
     return render(
         request, "galleries.html", who, status, galleries=stats, jobs=jobs, own=own, **context
@@ -437,7 +435,6 @@ def ingest(
 ) -> Response:
     svc = server.service(request)
     try:
-        access.require(who, "gallery.write")
         job = svc.jobs.submit(who, gallery.strip(), archive.filename or "upload", archive.file)
     except FacetraceError as exc:
         status = form_status(exc, request)
