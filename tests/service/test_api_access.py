@@ -184,3 +184,20 @@ def test_a_probe_is_searched_only_under_its_own_case(world: World, north: dict) 
     assert f"probe {north['probe']} is not in case" in r.json()["error"]["message"]
     after = c.get(f"/api/v1/cases/{north['case']}", headers=h).json()["searches"]
     assert len(after) == before
+
+
+def test_a_foreign_probe_or_search_is_missing_without_naming_its_case(
+    world: World, north: dict
+) -> None:
+    c, south = world.client, world.h("south", "examiner")
+    case = c.post("/api/v1/cases", json={"number": "S-9", "purpose": "dead"}, headers=south)
+    r = c.post(
+        f"/api/v1/cases/{case.json()['id']}/searches",
+        json={"probe_id": north["probe"]},
+        headers=south,
+    )
+    assert r.status_code == 404
+    assert r.json()["error"]["message"] == f"probe {north['probe']} does not exist"
+    r = c.get(f"/api/v1/searches/{north['search']}", headers=south)
+    assert r.status_code == 404
+    assert r.json()["error"]["message"] == f"search {north['search']} does not exist"

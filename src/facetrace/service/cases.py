@@ -145,10 +145,7 @@ def add_probe(
 
 
 def probe(session: Session, who: Principal, probe_id: int) -> tuple[Probe, CaseFile]:
-    row = session.get(Probe, probe_id)
-    if row is None:
-        raise NotFoundError(f"probe {probe_id} does not exist")
-    return row, access.case(session, who, row.case_id)
+    return _in_case(session, who, Probe, probe_id, "probe")
 
 
 def search(
@@ -230,10 +227,17 @@ def search(
 
 
 def search_run(session: Session, who: Principal, search_id: int) -> tuple[SearchRun, CaseFile]:
-    row = session.get(SearchRun, search_id)
-    if row is None:
-        raise NotFoundError(f"search {search_id} does not exist")
-    return row, access.case(session, who, row.case_id)
+    return _in_case(session, who, SearchRun, search_id, "search")
+
+
+def _in_case(session: Session, who: Principal, model: Any, row_id: int, noun: str) -> Any:
+    """(row, its case) when the row's case is the user's organisation's. Missing and
+    invisible answer the same, so a 404 never tells another organisation's case id."""
+    row = session.get(model, row_id)
+    case = session.get(CaseFile, row.case_id) if row is not None else None
+    if case is None or case.org_id != who.org_id:
+        raise NotFoundError(f"{noun} {row_id} does not exist")
+    return row, case
 
 
 def search_dict(row: SearchRun) -> dict[str, Any]:
