@@ -100,6 +100,7 @@ class Facetrace:
         model = self.analyzer.model
         with self.sessions() as s:
             g = store.get_gallery(s, gallery)
+            store.get_subject(s, g, subject)  # a name not there costs no index work
             index = self.indexes.load(s, g, model)
             face_ids = store.forget_subject(s, g, subject, photos_out)
             s.commit()

@@ -325,9 +325,13 @@ def gallery_stats(session: Session, only: set[int] | None = None) -> list[dict[s
     return out
 
 
-def has_subject(session: Session, gallery: Gallery, name: str) -> bool:
-    q = select(Subject.id).where(Subject.gallery_id == gallery.id, Subject.name == name)
-    return session.scalar(q) is not None
+def get_subject(session: Session, gallery: Gallery, name: str) -> Subject:
+    subject = session.scalar(
+        select(Subject).where(Subject.gallery_id == gallery.id, Subject.name == name)
+    )
+    if subject is None:
+        raise NotFoundError(f"no subject named {name!r} in gallery {gallery.name!r}")
+    return subject
 
 
 def subject_stats(session: Session, gallery: Gallery) -> list[dict[str, Any]]:
@@ -352,11 +356,7 @@ def forget_subject(
     Bumps the gallery's generation in the same transaction, so an index saved before the
     deletion can never be used again without being brought up to date.
     """
-    subject = session.scalar(
-        select(Subject).where(Subject.gallery_id == gallery.id, Subject.name == name)
-    )
-    if subject is None:
-        raise NotFoundError(f"no subject named {name!r} in gallery {gallery.name!r}")
+    subject = get_subject(session, gallery, name)
     face_ids = list(
         session.scalars(select(FaceSubject.face_id).where(FaceSubject.subject_id == subject.id))
     )
