@@ -6,6 +6,7 @@ its face is too small for HOG at its own size is still found by upsampling it.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,6 @@ def test_policy_applies_to_ingest_only() -> None:
     assert isinstance(Analyzer.from_settings(settings, ingest=True).detector, UpsampleIfNone)
     probe = Analyzer.from_settings(settings).detector
     assert isinstance(probe, HogDetector) and probe.upsample == 1
-    fixed = settings.with_overrides(ingest_upsample="1")
+    fixed = replace(settings, ingest_upsample="1")
     assert not isinstance(Analyzer.from_settings(fixed, ingest=True).detector, UpsampleIfNone)
     assert make_detector("hog", 0, upsample_if_none=True).__class__ is HogDetector

@@ -52,7 +52,7 @@ class GalleryIndexes:
         options (``FACETRACE_INDEX_OPTIONS``), and for Milvus where it lives."""
         if self.backend == "milvus":  # one collection per model, the gallery as key
             return {"uri": self.milvus_uri, "model": model, "gallery": f"gallery{gallery.id}"}
-        return dict(self.options)
+        return self.options
 
     def path(self, gallery: Gallery, model: str) -> Path:
         return self.index_dir / f"gallery-{gallery.id}-{model}-{self.backend}.index"

@@ -14,18 +14,19 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import platformdirs
 
 from facetrace.errors import ConfigError
+from facetrace.index import BACKENDS
 from facetrace.index.options import parse_options
 
 DETECTORS = ("hog", "cnn")
 EMBEDDERS = ("onnx", "dlib")
-INDEX_BACKENDS = ("usearch", "exact", "ivf", "ivf-pq", "milvus")
+INDEX_BACKENDS = BACKENDS
 DATA_SETTINGS_FILE = "settings.json"
 
 
@@ -178,10 +179,6 @@ class Settings:
     @property
     def index_dir(self) -> Path:
         return self.data_dir / "index"
-
-    def with_overrides(self, **changes: Any) -> Settings:
-        """A copy with ``changes`` applied, ignoring those that are ``None``."""
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None, **flags: Any) -> Settings:

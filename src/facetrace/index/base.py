@@ -161,6 +161,20 @@ def corrupt(path: Path, reason: str) -> IndexCorruptError:
     return IndexCorruptError(f"index file is damaged ({reason}); {REBUILD_HINT}", path=path)
 
 
+def load_array(
+    path: Path, dtype: Any, shape: tuple[int, ...], what: str, *, mmap: bool = False
+) -> np.ndarray:
+    """A saved ``.npy`` of ``dtype`` and ``shape`` (memory-mapped read-only with
+    ``mmap``); IndexCorruptError naming ``what`` when it cannot be read or differs."""
+    try:
+        arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise corrupt(path, f"unreadable {what}: {exc}") from None
+    if arr.dtype != np.dtype(dtype) or arr.shape != shape:
+        raise corrupt(path, f"{what} are {arr.dtype} {arr.shape}, expected {shape}")
+    return arr
+
+
 def _data_file_pattern(path: Path) -> re.Pattern[str]:
     return re.compile(rf"^{re.escape(path.name)}\.[0-9a-f]{{16}}\.[A-Za-z0-9._-]+$")
 

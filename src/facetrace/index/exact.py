@@ -24,6 +24,7 @@ from facetrace.index.base import (
     check_search,
     corrupt,
     empty_results,
+    load_array,
     read_saved,
     save_index,
 )
@@ -165,21 +166,8 @@ class ExactIndex:
         if set(saved.files) != {_IDS_FILE, _VECTORS_FILE}:
             raise corrupt(saved.path, f"expected {_IDS_FILE} and {_VECTORS_FILE} files")
         ids_path, vectors_path = saved.files[_IDS_FILE], saved.files[_VECTORS_FILE]
-        try:
-            ids = np.load(ids_path, allow_pickle=False)
-        except (OSError, ValueError, EOFError) as exc:
-            raise corrupt(ids_path, f"unreadable ids: {exc}") from None
-        try:
-            vectors = np.load(vectors_path, mmap_mode="r" if mmap else None, allow_pickle=False)
-        except (OSError, ValueError, EOFError) as exc:
-            raise corrupt(vectors_path, f"unreadable vectors: {exc}") from None
-        if ids.dtype != np.int64 or ids.shape != (saved.count,):
-            raise corrupt(ids_path, f"ids are {ids.dtype} {ids.shape}, expected ({saved.count},)")
-        if vectors.dtype != np.float32 or vectors.shape != (saved.count, dim):
-            raise corrupt(
-                vectors_path,
-                f"vectors are {vectors.dtype} {vectors.shape}, expected ({saved.count}, {dim})",
-            )
+        ids = load_array(ids_path, np.int64, (saved.count,), "ids")
+        vectors = load_array(vectors_path, np.float32, (saved.count, dim), "vectors", mmap=mmap)
         if saved.count and (int(ids.min()) < 0 or np.unique(ids).size != saved.count):
             raise corrupt(ids_path, "ids are negative or repeated")
         index = cls(dim, meta=saved.meta)

@@ -73,7 +73,7 @@ DEFAULT_TRAIN_AT = 20_000
 MIN_NLIST, MAX_NLIST = 256, 4_096
 _POINTS_PER_LIST = 64  # k-means sample size per list (FAISS wants at least 39)
 _MIN_POINTS_PER_LIST = 39
-_SEED = 1234
+TRAIN_SEED = 1234
 _SQ_RANGE_MARGIN = 0.1
 _HEADROOM_DIV = 8  # lists are allocated 1/8 larger than they are, for later adds
 
@@ -85,6 +85,24 @@ def auto_nlist(n: int) -> int:
     while nlist > 1 and nlist * _MIN_POINTS_PER_LIST > n:
         nlist //= 2
     return nlist
+
+
+def needs_training(
+    total: int, *, trained_size: int, train_at: int, nlist: int | None, regrow: float
+) -> bool:
+    """Whether ``total`` vectors call for (new) centroids: the first, or regrown."""
+    if trained_size == 0:  # a fixed nlist waits for enough points to train it
+        return total >= max(train_at, _MIN_POINTS_PER_LIST * (nlist or 0))
+    return nlist is None and total > regrow * trained_size
+
+
+def training_sample(n: int, nlist: int) -> np.ndarray | None:
+    """Sorted positions, among ``n`` vectors, of the fixed-seed k-means sample for
+    ``nlist`` lists; None when all ``n`` train."""
+    if n <= _POINTS_PER_LIST * nlist:
+        return None
+    rng = np.random.default_rng(TRAIN_SEED)
+    return np.sort(rng.choice(n, _POINTS_PER_LIST * nlist, replace=False))
 
 
 class FaissIvfIndex:
@@ -141,10 +159,13 @@ class FaissIvfIndex:
             self._index.add_with_ids(vec_arr, id_arr)
 
     def _needs_training(self, total: int) -> bool:
-        """Whether ``total`` vectors call for (new) centroids: the first, or regrown."""
-        if self.trained_size == 0:  # a fixed nlist waits for enough points to train it
-            return total >= max(self.train_at, _MIN_POINTS_PER_LIST * (self.nlist or 0))
-        return self.nlist is None and total > self.regrow * self.trained_size
+        return needs_training(
+            total,
+            trained_size=self.trained_size,
+            train_at=self.train_at,
+            nlist=self.nlist,
+            regrow=self.regrow,
+        )
 
     def remove(self, ids: np.ndarray) -> int:
         id_arr = np.unique(check_ids(ids))
@@ -170,10 +191,8 @@ class FaissIvfIndex:
         try:
             nlist = self.nlist or auto_nlist(n)
             index = _ivf_index(self.dim, nlist, self.codec)
-            sample = vectors
-            if n > _POINTS_PER_LIST * nlist:
-                rng = np.random.default_rng(_SEED)
-                sample = vectors[np.sort(rng.choice(n, _POINTS_PER_LIST * nlist, replace=False))]
+            picked = training_sample(n, nlist)
+            sample = vectors if picked is None else vectors[picked]
             index.train(sample)
             del sample
             _add_presized(index, ids, vectors)
@@ -298,7 +317,7 @@ def _ivf_index(dim: int, nlist: int, codec: str) -> Any:
         # sq8 maps each dimension's trained [min, max] to 256 steps and clips beyond it;
         # widening the range by 10% a side keeps later, unseen vectors from clipping.
         index.sq.rangestat_arg = _SQ_RANGE_MARGIN
-    index.cp.seed = _SEED
+    index.cp.seed = TRAIN_SEED
     return _own(index, quantizer)
 
 

@@ -39,10 +39,17 @@ from facetrace.index.base import (
     check_search,
     corrupt,
     empty_results,
+    load_array,
     read_saved,
     save_index,
 )
-from facetrace.index.faiss_ivf import DEFAULT_TRAIN_AT, auto_nlist
+from facetrace.index.faiss_ivf import (
+    DEFAULT_TRAIN_AT,
+    TRAIN_SEED,
+    auto_nlist,
+    needs_training,
+    training_sample,
+)
 
 faiss: Any = faiss_module
 
@@ -50,9 +57,7 @@ REFINE = {"f32": np.float32, "fp16": np.float16}
 DEFAULT_NPROBE = 512
 DEFAULT_K_FACTOR = 64
 _BITS = 4
-_SEED = 1234
-_POINTS_PER_LIST = 64
-_MIN_POINTS_PER_LIST = 39
+_CHUNK = 1 << 18  # rows converted to float32 at a time
 _FILES = ("ids.npy", "vectors.npy", "faiss")
 _GUESS_LISTS = 4  # lists looked in first for a removed face: its nearest centroids
 
@@ -127,6 +132,14 @@ class VectorStore:
     def float_rows(self, rows: np.ndarray) -> np.ndarray:
         return np.asarray(self.vectors[rows], dtype=np.float32)
 
+    def live_matrix(self) -> tuple[np.ndarray, np.ndarray]:
+        """(live rows, their vectors as float32): a view, not a copy, of float32 vectors
+        when no row is dead."""
+        if self.live == self.n:
+            return np.arange(self.n), np.asarray(self.vectors[: self.n], dtype=np.float32)
+        rows = self.live_rows()
+        return rows, self.float_rows(rows)
+
 
 def _grown(old: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     new = np.empty(shape, dtype=old.dtype)
@@ -186,10 +199,13 @@ class FaissIvfPqIndex:
             self._pq.add_with_ids(vec_arr, id_arr)
 
     def _needs_training(self) -> bool:
-        live = self.store.live
-        if self.trained_size == 0:
-            return live >= max(self.train_at, _MIN_POINTS_PER_LIST * (self.nlist or 0))
-        return self.nlist is None and live > self.regrow * self.trained_size
+        return needs_training(
+            self.store.live,
+            trained_size=self.trained_size,
+            train_at=self.train_at,
+            nlist=self.nlist,
+            regrow=self.regrow,
+        )
 
     def _train(self) -> None:
         rows = self.store.live_rows()
@@ -201,14 +217,11 @@ class FaissIvfPqIndex:
         )
         index.own_fields = True
         quantizer.this.disown()
-        index.cp.seed = _SEED
-        sample = rows
-        if n > _POINTS_PER_LIST * nlist:
-            rng = np.random.default_rng(_SEED)
-            sample = np.sort(rng.choice(rows, _POINTS_PER_LIST * nlist, replace=False))
-        index.train(self.store.float_rows(sample))
-        for start in range(0, n, 1 << 18):  # float32 copies a chunk at a time
-            chunk = rows[start : start + (1 << 18)]
+        index.cp.seed = TRAIN_SEED
+        picked = training_sample(n, nlist)
+        index.train(self.store.float_rows(rows if picked is None else rows[picked]))
+        for start in range(0, n, _CHUNK):  # float32 copies a chunk at a time
+            chunk = rows[start : start + _CHUNK]
             index.add_with_ids(self.store.float_rows(chunk), self.store.ids[chunk])
         self._pq, self.trained_size = index, n
 
@@ -263,8 +276,8 @@ class FaissIvfPqIndex:
         if q.shape[0] == 0 or self.store.live == 0:
             return out_ids, out_scores
         if self._pq is None:
-            rows = self.store.live_rows()
-            every = q @ self.store.float_rows(rows).T
+            rows, matrix = self.store.live_matrix()
+            every = q @ matrix.T
             for i, scores in enumerate(every):
                 self._top(i, rows, scores, k, out_ids, out_scores)
             return out_ids, out_scores
@@ -323,8 +336,8 @@ class FaissIvfPqIndex:
 
         def write_vectors(tmp: Path) -> None:
             out = np.lib.format.open_memmap(tmp, "w+", store.dtype, (rows.size, self.dim))
-            for start in range(0, rows.size, 1 << 18):
-                out[start : start + (1 << 18)] = store.vectors[rows[start : start + (1 << 18)]]
+            for start in range(0, rows.size, _CHUNK):
+                out[start : start + _CHUNK] = store.vectors[rows[start : start + _CHUNK]]
             out.flush()
             del out
 
@@ -365,9 +378,10 @@ class FaissIvfPqIndex:
             index.trained_size = int(p["trained_size"])
         except (KeyError, TypeError, ValueError, ConfigError) as exc:
             raise corrupt(saved.path, f"bad ivf-pq parameters {p!r}: {exc}") from None
-        ids = _load(files["ids.npy"], np.int64, (saved.count,), mmap=False)
-        vectors = _load(files["vectors.npy"], REFINE[index.refine], (saved.count, dim), mmap)
-        index.store = VectorStore(dim, REFINE[index.refine], ids, vectors)
+        dtype = index.store.dtype
+        ids = load_array(files["ids.npy"], np.int64, (saved.count,), "ids")
+        vectors = load_array(files["vectors.npy"], dtype, (saved.count, dim), "vectors", mmap=mmap)
+        index.store = VectorStore(dim, dtype, ids, vectors)
         if "faiss" in files:
             try:
                 pq = faiss.read_index(str(files["faiss"]))
@@ -381,13 +395,3 @@ class FaissIvfPqIndex:
         elif index.trained_size:
             raise corrupt(saved.path, "a trained index without its faiss file")
         return index
-
-
-def _load(path: Path, dtype: Any, shape: tuple[int, ...], mmap: bool) -> np.ndarray:
-    try:
-        arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise corrupt(path, f"cannot read it: {exc}") from None
-    if arr.dtype != np.dtype(dtype) or arr.shape != shape:
-        raise corrupt(path, f"holds {arr.dtype} {arr.shape}, expected {np.dtype(dtype)} {shape}")
-    return arr
