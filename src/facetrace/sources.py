@@ -30,6 +30,7 @@ from facetrace.decode import read_file
 from facetrace.errors import ArchiveError, FacetraceError, ManifestError
 from facetrace.store import ImageMeta
 
+SEPARATOR = "!/"  # between an archive and a member: ARCHIVE!/member/path
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 MANIFEST_FIELDS = (
     "subject",
@@ -178,7 +179,7 @@ def from_archive(
         )
         total = 0
         for name, size, error, read in members:
-            label = f"{archive}!/{name}"
+            label = f"{archive}{SEPARATOR}{name}"
             if error is None and size > max_file_bytes:
                 error = f"member is {size:,} bytes, over the limit of {max_file_bytes:,}"
             total += size
@@ -231,7 +232,9 @@ def _zip_reader(archive: Path, name: str, size: int) -> Callable[[], bytes]:
         with zipfile.ZipFile(archive) as zf, zf.open(name) as fh:
             data = fh.read(size + 1)
         if len(data) > size:
-            raise ArchiveError("member is larger than the archive says", path=f"{archive}!/{name}")
+            raise ArchiveError(
+                "member is larger than the archive says", path=f"{archive}{SEPARATOR}{name}"
+            )
         return data
 
     return read

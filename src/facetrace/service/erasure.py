@@ -17,7 +17,7 @@ import tarfile
 import zipfile
 from pathlib import Path
 
-from facetrace.service.media import SEPARATOR
+from facetrace.service.media import split_member
 
 _TAR_WRITE_MODES = (
     ((".tar.gz", ".tgz"), "w:gz"),
@@ -34,7 +34,7 @@ def purge_uploads(paths: list[str], uploads: Path) -> int:
     for path in paths:
         if not path.startswith(prefix):
             continue
-        archive, member = _split(path)
+        archive, member = split_member(path)
         if member is None:
             with contextlib.suppress(FileNotFoundError):
                 Path(path).unlink()
@@ -44,17 +44,6 @@ def purge_uploads(paths: list[str], uploads: Path) -> int:
     for archive, drop in members.items():
         removed += rewrite_without(archive, drop)
     return removed
-
-
-def _split(path: str) -> tuple[Path, str | None]:
-    """(archive, member) for ``ARCHIVE!/member`` whose archive exists, else (path, None)."""
-    start = 0
-    while (cut := path.find(SEPARATOR, start)) != -1:
-        archive = Path(path[:cut])
-        if archive.is_file():
-            return archive, path[cut + len(SEPARATOR) :]
-        start = cut + 1
-    return Path(path), None
 
 
 def rewrite_without(archive: Path, drop: set[str]) -> int:

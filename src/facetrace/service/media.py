@@ -28,14 +28,13 @@ from facetrace.errors import InputError, NotFoundError
 from facetrace.service import access
 from facetrace.service.auth import Principal
 from facetrace.service.tables import ShownFace
-from facetrace.sources import _unsafe
+from facetrace.sources import SEPARATOR, _unsafe
 
 MARGIN = 0.25
 JPEG_QUALITY = 88
 # The defaults of ``Settings``; callers with other limits pass theirs.
 MAX_FILE_BYTES = 200 * 1024 * 1024
 MAX_PIXELS = 100_000_000
-SEPARATOR = "!/"
 
 
 def face_crop(
@@ -140,13 +139,21 @@ def read_source(
     not a regular file; InputError (from ``read_file``) when a plain file is unusable.
     ``sha256`` picks among tar members of the same name the one that was ingested.
     """
+    archive, member = split_member(path)
+    if member is None:
+        return read_file(archive, max_file_bytes=max_file_bytes)
+    return read_member(archive, member, max_file_bytes, sha256)
+
+
+def split_member(path: str) -> tuple[Path, str | None]:
+    """(archive, member) for ``ARCHIVE!/member`` whose archive exists, else (path, None)."""
     start = 0
     while (cut := path.find(SEPARATOR, start)) != -1:
-        archive, member = Path(path[:cut]), path[cut + len(SEPARATOR) :]
+        archive = Path(path[:cut])
         if archive.is_file():
-            return read_member(archive, member, max_file_bytes, sha256)
+            return archive, path[cut + len(SEPARATOR) :]
         start = cut + 1
-    return read_file(Path(path), max_file_bytes=max_file_bytes)
+    return Path(path), None
 
 
 def read_member(
