@@ -225,10 +225,7 @@ def get_search(search_id: Id, p: Who, svc: Svc) -> dict[str, Any]:
     """A stored search exactly as it was shown; viewing it is audited."""
     with uow.write(svc.sessions) as s:
         access.require(p, "read")
-        run, case = cases.search_run(s, p, search_id)
-        audit.record(
-            s, p.actor, "result.view", case_id=case.id, object_type="search", object_id=run.id
-        )
+        run, _case = cases.open_search(s, p, search_id)
         return {**cases.search_dict(run), "reviews": reviews.state_list(s, p, run)}
 
 

@@ -230,6 +230,15 @@ def search_run(session: Session, who: Principal, search_id: int) -> tuple[Search
     return _in_case(session, who, SearchRun, search_id, "search")
 
 
+def open_search(session: Session, who: Principal, search_id: int) -> tuple[SearchRun, CaseFile]:
+    """A stored search, to be shown: looked up as ``search_run``, and the view audited."""
+    run, case = search_run(session, who, search_id)
+    audit.record(
+        session, who.actor, "result.view", case_id=case.id, object_type="search", object_id=run.id
+    )
+    return run, case
+
+
 def _in_case(session: Session, who: Principal, model: Any, row_id: int, noun: str) -> Any:
     """(row, its case) when the row's case is the user's organisation's. Missing and
     invisible answer the same, so a 404 never tells another organisation's case id."""

@@ -369,10 +369,7 @@ def face_views(
 def result_page(request: Request, search_id: server.Id, who: Who) -> Response:
     svc = server.service(request)
     with uow.write(svc.sessions) as s:
-        run, case = cases.search_run(s, who, search_id)
-        audit.record(
-            s, who.actor, "result.view", case_id=case.id, object_type="search", object_id=run.id
-        )
+        run, case = cases.open_search(s, who, search_id)
         states = reviews.state(s, who, run)
         probe = s.get(tables.Probe, run.probe_id)
         searcher = s.get(User, run.user_id)
