@@ -306,9 +306,10 @@ def _details(subject: Subject | None, img: SourceImage, how: str | None) -> dict
 def gallery_stats(session: Session, only: set[int] | None = None) -> list[dict[str, Any]]:
     """Counts per gallery (every gallery, or those whose id is in ``only``)."""
     out = []
-    for g in all_galleries(session):
-        if only is not None and g.id not in only:
-            continue
+    chosen = select(Gallery).order_by(Gallery.name)
+    if only is not None:
+        chosen = chosen.where(Gallery.id.in_(only))
+    for g in session.scalars(chosen):
         images = session.scalar(select(func.count()).where(SourceImage.gallery_id == g.id))
         faces = session.scalar(select(func.count()).where(FaceRow.gallery_id == g.id))
         subjects = session.scalar(select(func.count()).where(Subject.gallery_id == g.id))

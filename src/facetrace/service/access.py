@@ -62,9 +62,13 @@ def visible_galleries(session: Session, who: Principal) -> dict[int, str]:
     return out
 
 
-def visible_gallery_names(session: Session, who: Principal) -> dict[str, str]:
-    """Gallery name -> ``own`` or ``granted``, sorted by name."""
-    visible = visible_galleries(session, who)
+def visible_gallery_names(
+    session: Session, who: Principal, visible: dict[int, str] | None = None
+) -> dict[str, str]:
+    """Gallery name -> ``own`` or ``granted``, sorted by name (``visible``: what
+    ``visible_galleries`` gave, when the caller has it already)."""
+    if visible is None:
+        visible = visible_galleries(session, who)
     rows = session.execute(select(Gallery).where(Gallery.id.in_(visible))).scalars()
     return dict(sorted((g.name, visible[g.id]) for g in rows))
 
@@ -72,7 +76,7 @@ def visible_gallery_names(session: Session, who: Principal) -> dict[str, str]:
 def gallery_list(session: Session, who: Principal) -> list[dict[str, Any]]:
     """The galleries the user may see, with their counts and ``access`` (own/granted)."""
     visible = visible_galleries(session, who)
-    names = visible_gallery_names(session, who)
+    names = visible_gallery_names(session, who, visible)
     return [{**g, "access": names[g["name"]]} for g in store.gallery_stats(session, set(visible))]
 
 

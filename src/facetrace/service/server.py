@@ -107,7 +107,12 @@ def who(request: Request) -> Principal:
 
 
 def signed_in(request: Request) -> Principal:
-    """The caller from their API token or session cookie, or 401 (no CSRF check)."""
+    """The caller from their API token or session cookie, or 401 (no CSRF check).
+
+    Found once a request: an upload was already checked by ``CredentialsFirst``."""
+    known: Principal | None = getattr(request.state, "principal", None)
+    if known is not None:
+        return known
     svc = service(request)
     header = request.headers.get("authorization", "")
     with uow.read(svc.sessions) as s:
