@@ -234,9 +234,8 @@ def review(search_id: int, body: ReviewIn, p: Who, svc: Svc) -> dict[str, Any]:
     """Record your decision on one candidate; two people's 'potential candidate' confirm."""
     with uow.write(svc.sessions) as s:
         run, _case = cases.search_run(s, p, search_id)
-        return reviews.record(
-            s, p, run, body.face_index, body.candidate_face_id, body.outcome, body.note
-        )
+        reviews.record(s, p, run, body.face_index, body.candidate_face_id, body.outcome, body.note)
+        return reviews.state(s, p, run)[(body.face_index, body.candidate_face_id)]
 
 
 @router.get("/searches/{search_id}/reviews", tags=["review"])

@@ -59,8 +59,8 @@ def record(
     face_id: int,
     outcome: str,
     note: str = "",
-) -> dict[str, Any]:
-    """Record ``who``'s decision; returns the candidate's review state as they now see it."""
+) -> None:
+    """Record ``who``'s decision (``state`` then tells what they may see of it)."""
     access.require(who, "review")
     if outcome not in OUTCOMES:
         raise RequestError(f"outcome must be one of: {', '.join(OUTCOMES)}")
@@ -100,7 +100,6 @@ def record(
         earlier = [r for r in mine if r.outcome == POTENTIAL and r.user_id != who.user_id]
         if earlier:
             _confirm(session, who, run, face_index, cand, earlier[0], row)
-    return state(session, who, run)[(face_index, face_id)]
 
 
 def _confirm(
