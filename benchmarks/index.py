@@ -34,7 +34,9 @@ Backends (``--backends``; the default is ``flat,ivf,ivf-fp16,ivf-sq8,usearch,mil
 ``flat`` (FAISS IndexFlatIP, exact, the reference peer, always run), ``ivf`` (facetrace's
 FAISS inverted-list backend, codec flat, and ``ivf-fp16`` / ``ivf-sq8``), ``ivf-pq``
 (facetrace's lists of 4-bit product codes re-ranked on float32 vectors, and
-``ivf-pq-fp16`` re-ranked on float16), ``usearch``
+``ivf-pq-fp16`` re-ranked on float16), ``scann`` (facetrace's ScaNN backend: leaves of
+4-bit anisotropic codes re-ranked on float32; ``--ivf-nlist auto`` gives it its own rule,
+``facetrace.index.scann_index.auto_nlist``, 16,384 leaves at 10M), ``usearch``
 (facetrace's HNSW backend, f32, and ``usearch-f16`` / ``usearch-i8``), ``faiss-hnsw``
 (raw FAISS IndexHNSWFlat M=16, efConstruction 128) and ``milvus`` (facetrace's Milvus
 backend on Milvus Lite, FLAT). The graph indexes and Milvus are too slow to build or
@@ -109,6 +111,7 @@ class Variant:
 
 
 IVF_SWEEP = (8, 16, 32, 64, 128, 256)
+SCANN_SWEEP = (128, 256, 384, 512, 768, 1024, 1152, 1280, 1536, 2048)  # 4,096 or 16,384 leaves
 HNSW_SWEEP = (16, 32, 64, 128, 256, 512)
 USEARCH_SLOW = "usearch HNSW adds on one thread (facetrace's default, for correctness)"
 VARIANTS = {
@@ -142,6 +145,17 @@ VARIANTS = {
                 f"pq-{refine}",
             )
             for suffix, refine in (("", "f32"), ("-fp16", "fp16"))
+        ),
+        Variant(
+            "scann",
+            "facetrace scann (AH 64 blocks x 4 bits, re-ranked on f32)",
+            "facetrace",
+            "scann",
+            {},
+            "nprobe",
+            SCANN_SWEEP,
+            "scann",
+            "ah-f32",
         ),
         *(
             Variant(
@@ -294,14 +308,20 @@ def peak_rss() -> int:
 _MODULES = {
     "ivf": "faiss_ivf",
     "ivf-pq": "faiss_ivf_pq",
+    "scann": "scann_index",
     "usearch": "usearch_index",
     "milvus": "milvus_index",
 }
 
 
+LISTED = ("ivf", "ivf-pq", "scann")  # facetrace backends searching k-means lists (nprobe)
+
+
 def ivf_lists(adapter: Adapter) -> int:
-    """The number of inverted lists of a facetrace ivf or ivf-pq index."""
+    """The number of inverted lists of a facetrace ivf, ivf-pq or scann index."""
     index = adapter.index
+    if adapter.variant.backend == "scann":
+        return max(int(index.leaves), 1)
     inner = index._pq if adapter.variant.backend == "ivf-pq" else index._index
     return int(inner.nlist) if inner is not None else 1
 
@@ -403,7 +423,7 @@ def new_adapter(variant: Variant, path: Path, ivf_nlist: int | None) -> Adapter:
         from facetrace.index import create_index
 
         opts = options_for(variant, path)
-        if variant.backend in ("ivf", "ivf-pq") and ivf_nlist:
+        if variant.backend in LISTED and ivf_nlist:
             opts["nlist"] = ivf_nlist
         return Adapter(variant, create_index(variant.backend, DIM, **opts))
     import faiss
@@ -448,7 +468,7 @@ def child_build(variant: Variant, data: Data, index_path: Path, ivf_nlist: int |
     out["build_s"] = time.perf_counter() - t
     out["rss_build"] = live_rss()
     out["index_bytes"] = out["rss_build"] - before
-    if variant.backend in ("ivf", "ivf-pq"):
+    if variant.backend in LISTED:
         out["nlist"] = ivf_lists(adapter)
         out["breadth_default"] = adapter.get_breadth()
     t = time.perf_counter()
@@ -555,10 +575,10 @@ def child_search(variant: Variant, data: Data, index_path: Path, latency_queries
 
 def sweep_values(variant: Variant, adapter: Adapter, curve: list[dict]) -> Iterator[int]:
     """The sweep, then doubling while recall@10 is below 0.995 (up to nlist or 4,096)."""
-    yield from variant.sweep
     limit = 4096
-    if variant.backend in ("ivf", "ivf-pq"):
+    if variant.backend in LISTED:
         limit = min(limit, ivf_lists(adapter))
+    yield from (v for v in variant.sweep if v <= limit or variant.backend not in LISTED)
     value = variant.sweep[-1] * 2
     while curve and curve[-1].get("recall10", 1.0) < 0.995 and value <= limit:
         if len(curve) > 1 and curve[-1]["recall10"] - curve[-2].get("recall10", 0) < 0.002:
@@ -667,7 +687,12 @@ def measure(variant: Variant, data: Data, args: argparse.Namespace) -> dict[str,
     result: dict[str, Any] = {"variant": variant.name}
     latency_queries = args.queries if variant.breadth else min(args.queries, 200)
     steps: list[tuple[str, Callable[..., dict], tuple, dict[str, str] | None]] = [
-        ("build", child_build, (variant, data, path, ivf_nlist(data.n, args)), None),
+        (
+            "build",
+            child_build,
+            (variant, data, path, ivf_nlist(data.n, args, variant.backend)),
+            None,
+        ),
         ("batch", child_batch, (variant, data, path), None),
         ("search", child_search, (variant, data, path, latency_queries), SINGLE_THREAD_ENV),
     ]
@@ -695,11 +720,16 @@ def measure(variant: Variant, data: Data, args: argparse.Namespace) -> dict[str,
     return result
 
 
-def ivf_nlist(n: int, args: argparse.Namespace) -> int | None:
-    """The ivf backend's lists for ``n`` faces (None: let the backend grow and retrain)."""
+def ivf_nlist(n: int, args: argparse.Namespace, backend: str = "ivf") -> int | None:
+    """The lists for ``n`` faces (None: let the backend grow and retrain); ``scann`` has
+    its own rule and cap, the FAISS backends share theirs."""
     if args.ivf_nlist == "backend":
         return None
     if args.ivf_nlist == "auto":
+        if backend == "scann":
+            from facetrace.index.scann_index import auto_nlist as scann_nlist
+
+            return scann_nlist(n)
         from facetrace.index.faiss_ivf import auto_nlist
 
         return min(auto_nlist(n), args.ivf_max_nlist)
@@ -849,7 +879,7 @@ def compression_table(n: int, results: dict[str, dict]) -> list[str]:
     base: dict[str, float] = {}
     for name, r in results.items():
         v = VARIANTS[name]
-        if v.family not in ("ivf", "ivf-pq", "usearch") or "recall10" not in r:
+        if v.family not in ("ivf", "ivf-pq", "scann", "usearch") or "recall10" not in r:
             continue
         if v.codec in ("flat", "f32", "pq-f32"):
             base[v.family] = r["recall10"]
@@ -949,7 +979,7 @@ def report(n: int, mode: str, results: dict[str, dict]) -> list[str]:
             lines.append(f"- {VARIANTS[name].label}: {r['not_run']}")
         if "error" in r:
             lines.append(f"- {VARIANTS[name].label}: ERROR {r['error']}")
-    for name in ("ivf", "ivf-pq"):
+    for name in LISTED:
         if name in results:
             lines += ["", f"Targets (facetrace {name}):", ""]
             lines += targets(n, mode, results, name) + [""]
@@ -1028,7 +1058,12 @@ def main(argv: list[str] | None = None) -> int:
         f"- data: `facetrace.evaluation.synthetic` mode {args.mode}, seed {args.seed}, "
         f"{args.faces_per_identity} faces per identity; {args.queries:,} mated queries, k={K}",
         f"- OPENBLAS_CORETYPE={coretype} (faiss's bundled OpenBLAS); ivf nlist "
-        + ", ".join(f"{ivf_nlist(n, args) or 'backend'} at {n:,}" for n in sizes),
+        + ", ".join(f"{ivf_nlist(n, args) or 'backend'} at {n:,}" for n in sizes)
+        + ("; scann leaves " if "scann" in names else "")
+        + ", ".join(
+            f"{ivf_nlist(n, args, 'scann') or 'backend'} at {n:,}"
+            for n in (sizes if "scann" in names else [])
+        ),
         "",
     ]
     print("\n".join(head), flush=True)

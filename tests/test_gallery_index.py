@@ -124,7 +124,7 @@ def test_tally_follows_every_insert_and_delete_even_by_hand(app: Facetrace) -> N
         assert store.tally(s, store.get_gallery(s, "g").id, "other_model_v2").faces == 1
 
 
-@pytest.mark.parametrize("target", ["exact", "usearch", "ivf", "lite.db"])
+@pytest.mark.parametrize("target", ["exact", "usearch", "ivf", "ivf-pq", "lite.db"])
 def test_reindex_to_another_backend_moves_every_gallery(
     app: Facetrace, tmp_path: Path, target: str
 ) -> None:
@@ -133,7 +133,7 @@ def test_reindex_to_another_backend_moves_every_gallery(
     from facetrace.settings import read_data_settings
 
     vecs = fill(app, 25)
-    load(app)  # the default (ivf-pq) index exists
+    load(app)  # the default (scann) index exists
     old = sorted(app.settings.index_dir.glob(f"*{app.settings.index_backend}.index*"))
     old = [p for p in old if not p.name.endswith(".lock")]
     assert old
@@ -168,9 +168,9 @@ def test_reindex_with_options_rebuilds_every_gallery_with_them(app: Facetrace) -
     from facetrace.settings import read_data_settings
 
     vecs = fill(app, 25)
-    assert load(app).refine == "f32"
     data = str(app.settings.data_dir)
-    assert main(["--data", data, "reindex", "--options", "refine=fp16,nprobe=64"]) == 0
+    tuning = ["--to", "ivf-pq", "--options", "refine=fp16,nprobe=64"]
+    assert main(["--data", data, "reindex", *tuning]) == 0
     assert read_data_settings(app.settings.data_dir)["index_options"] == "refine=fp16,nprobe=64"
     tuned = Facetrace(Settings.load(env={}, data_dir=app.settings.data_dir))
     index = load(tuned)
@@ -190,8 +190,9 @@ def test_bad_index_options_are_refused_and_change_nothing(app: Facetrace) -> Non
 
     fill(app, 3)
     data = str(app.settings.data_dir)
-    for bad in ("refine=fp8", "colour=blue", "nprobe=many", "nprobe=0", "nprobe"):
+    for bad in ("refine=fp16", "colour=blue", "nprobe=many", "nprobe=0", "nprobe"):
         assert main(["--data", data, "reindex", "--options", bad]) == 2, bad
     assert main(["--data", data, "reindex", "--options", "nprobe=8", "-g", "g"]) == 2
     assert "index_options" not in read_data_settings(app.settings.data_dir)
-    assert load(app).nprobe == 512
+    index = load(app)
+    assert index.backend == "scann" and index.nprobe_option is None

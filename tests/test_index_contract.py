@@ -26,6 +26,7 @@ ANN = {
     "usearch",
     "ivf",
     "ivf-pq",
+    "scann",
     "milvus",
 }  # backends whose results may differ from the exact ones
 

@@ -71,9 +71,12 @@ def test_milvus_needs_a_uri(tmp_path: Path) -> None:
 
 
 def test_index_options_are_parsed_for_their_backend(tmp_path: Path) -> None:
-    env = {"FACETRACE_INDEX_OPTIONS": " refine=fp16 , nprobe=96 "}
+    env = {"FACETRACE_INDEX_OPTIONS": " k_factor=20 , nprobe=96 "}
     s = Settings.load(env=env, data_dir=tmp_path)
-    assert s.index_option_values == {"refine": "fp16", "nprobe": 96}
+    assert s.index_backend == "scann" and s.index_option_values == {"k_factor": 20, "nprobe": 96}
+    pq_env = {"FACETRACE_INDEX": "ivf-pq", "FACETRACE_INDEX_OPTIONS": "refine=fp16,nprobe=96"}
+    pq = Settings.load(env=pq_env, data_dir=tmp_path)
+    assert pq.index_option_values == {"refine": "fp16", "nprobe": 96}
     ivf_env = {"FACETRACE_INDEX": "ivf", "FACETRACE_INDEX_OPTIONS": "codec=sq8"}
     ivf = Settings.load(env=ivf_env, data_dir=tmp_path)
     assert ivf.index_option_values == {"codec": "sq8"}
@@ -91,6 +94,9 @@ def test_index_options_are_parsed_for_their_backend(tmp_path: Path) -> None:
         ("ivf-pq", "nprobe=8,nprobe=9", "given twice"),
         ("ivf-pq", "nprobe", "not key=value"),
         ("ivf", "refine=fp16", "has no option 'refine'"),
+        ("scann", "nprobe=0", "nprobe must be positive"),
+        ("scann", "refine=fp16", "has no option 'refine'"),
+        ("scann", "k_factor=0", "scann k_factor must be positive"),
         ("exact", "nprobe=8", "(it has: none)"),
         ("usearch", "dtype=f64", "dtype must be one of"),
     ],

@@ -260,8 +260,8 @@ def forget(ctx: click.Context, gallery: str, subject: str, as_json: bool) -> Non
     "--to",
     "target",
     metavar="BACKEND",
-    help="Move every gallery to another index: ivf-pq, ivf, usearch, exact, milvus://host:port "
-    "or a Milvus Lite file.db; recorded in DATA/settings.json.",
+    help="Move every gallery to another index: ivf-pq, scann, ivf, usearch, exact, "
+    "milvus://host:port or a Milvus Lite file.db; recorded in DATA/settings.json.",
 )
 @click.option(
     "--options",

@@ -49,16 +49,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "index_backend",
         "FACETRACE_INDEX",
-        "Vector index backend: ivf-pq (FAISS product codes re-ranked exactly; exact below "
-        "20,000 faces), ivf, usearch, exact, milvus.",
+        "Vector index backend: scann (ScaNN's 4-bit anisotropic codes re-ranked exactly; "
+        "exact below 20,000 faces), ivf-pq, ivf, usearch, exact, milvus.",
     ),
     Setting(
         "index_options",
         "FACETRACE_INDEX_OPTIONS",
         "Options of the index backend, key=value,...; applied when an index is built "
-        "(facetrace reindex rebuilds the others). ivf-pq: refine=fp16 (half the memory), "
-        "nprobe, nlist, k_factor, m; ivf: codec=fp16|sq8, nprobe, nlist; usearch: dtype, "
-        "connectivity, expansion_add, expansion_search.",
+        "(facetrace reindex rebuilds the others). scann: nprobe, nlist, k_factor; ivf-pq: "
+        "refine=fp16 (half the memory), nprobe, nlist, k_factor, m; ivf: codec=fp16|sq8, "
+        "nprobe, nlist; usearch: dtype, connectivity, expansion_add, expansion_search.",
     ),
     Setting(
         "milvus_uri",
@@ -120,7 +120,7 @@ class Settings:
 
     data_dir: Path
     database_url: str | None = None
-    index_backend: str = "ivf-pq"
+    index_backend: str = "scann"
     index_options: str = ""
     milvus_uri: str | None = None
     detector: str = "hog"

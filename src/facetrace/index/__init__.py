@@ -7,7 +7,8 @@ Public surface (pinned by ``tests/test_index_contract.py``):
   upsert, atomic saves).
 - ``BACKENDS``: ``"usearch"`` (HNSW, approximate), ``"exact"`` (NumPy), ``"ivf"`` (FAISS
   inverted lists, approximate, built for millions of faces), ``"ivf-pq"`` (the same lists
-  holding 4-bit product codes, re-ranked exactly on stored vectors) and ``"milvus"`` (a Milvus
+  holding 4-bit product codes, re-ranked exactly on stored vectors), ``"scann"`` (Google
+  ScaNN's leaves of 4-bit anisotropic codes, re-ranked exactly) and ``"milvus"`` (a Milvus
   server or Milvus Lite, for deployments past one machine). Backends that need an optional
   library are imported on first use.
 - ``create_index(backend, dim)``: a new empty index.
@@ -38,6 +39,7 @@ _CLASSES = {
     "exact": "facetrace.index.exact:ExactIndex",
     "ivf": "facetrace.index.faiss_ivf:FaissIvfIndex",
     "ivf-pq": "facetrace.index.faiss_ivf_pq:FaissIvfPqIndex",
+    "scann": "facetrace.index.scann_index:ScannIndex",
     "milvus": "facetrace.index.milvus_index:MilvusIndex",
 }
 BACKENDS = tuple(_CLASSES)

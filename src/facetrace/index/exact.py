@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from facetrace.index.base import (
+    SavedIndex,
     check_add,
     check_ids,
     check_search,
@@ -138,7 +139,8 @@ class ExactIndex:
 
     # --- files ------------------------------------------------------------------
 
-    def save(self, path: Path) -> None:
+    def writers(self) -> dict[str, Any]:
+        """The data files of this index, for ``save_index``: suffix -> writer."""
         ids, vectors = self._ids[: self._n], self._vectors[: self._n]
 
         def write_ids(tmp: Path) -> None:
@@ -149,6 +151,9 @@ class ExactIndex:
             with open(tmp, "wb") as f:
                 np.save(f, np.ascontiguousarray(vectors), allow_pickle=False)
 
+        return {_IDS_FILE: write_ids, _VECTORS_FILE: write_vectors}
+
+    def save(self, path: Path) -> None:
         save_index(
             path,
             backend=self.backend,
@@ -156,15 +161,22 @@ class ExactIndex:
             count=self._n,
             params={},
             meta=self.meta,
-            writers={_IDS_FILE: write_ids, _VECTORS_FILE: write_vectors},
+            writers=self.writers(),
         )
 
     @classmethod
     def open(cls, path: Path, dim: int, *, mmap: bool = True, verify: bool = True) -> ExactIndex:
         """Load the index saved at ``path`` (which must exist); IndexCorruptError if damaged."""
         saved = read_saved(path, backend=cls.backend, dim=dim, verify=verify)
+        return cls.from_saved(saved, mmap=mmap)
+
+    @classmethod
+    def from_saved(cls, saved: SavedIndex, *, mmap: bool = True) -> ExactIndex:
+        """The index in ``saved``'s ids and vectors files (also used by ``scann`` before it
+        trains); IndexCorruptError if they are not exactly those two, or damaged."""
         if set(saved.files) != {_IDS_FILE, _VECTORS_FILE}:
             raise corrupt(saved.path, f"expected {_IDS_FILE} and {_VECTORS_FILE} files")
+        dim = saved.dim
         ids_path, vectors_path = saved.files[_IDS_FILE], saved.files[_VECTORS_FILE]
         ids = load_array(ids_path, np.int64, (saved.count,), "ids")
         vectors = load_array(vectors_path, np.float32, (saved.count, dim), "vectors", mmap=mmap)

@@ -78,13 +78,29 @@ _SQ_RANGE_MARGIN = 0.1
 _HEADROOM_DIV = 8  # lists are allocated 1/8 larger than they are, for later adds
 
 
-def auto_nlist(n: int) -> int:
-    """The number of lists for ``n`` vectors: ``4 * sqrt(n)`` as a power of two, capped."""
+def auto_nlist(
+    n: int, *, low: int = MIN_NLIST, high: int = MAX_NLIST, per_list: int = _MIN_POINTS_PER_LIST
+) -> int:
+    """The number of lists for ``n`` vectors: ``4 * sqrt(n)`` as a power of two, within
+    [``low``, ``high``], halved until each list would get ``per_list`` vectors."""
     nlist = 2 ** round(math.log2(max(4 * math.sqrt(max(n, 1)), 1)))
-    nlist = min(max(nlist, MIN_NLIST), MAX_NLIST)
-    while nlist > 1 and nlist * _MIN_POINTS_PER_LIST > n:
+    nlist = min(max(nlist, low), high)
+    while nlist > 1 and nlist * per_list > n:
         nlist //= 2
     return nlist
+
+
+def check_list_options(backend: str, dim: int, **options: float | None) -> None:
+    """Refuse a non-positive ``dim`` (ValueError) or list option (ConfigError):
+    ``nlist``/``nprobe`` (None: automatic), ``k_factor``, ``train_at``, and ``regrow``
+    (above 1), for the backends built on k-means lists."""
+    if dim <= 0:
+        raise ValueError(f"dim must be positive, not {dim}")
+    for name, value in options.items():
+        if name == "regrow" and value is not None and value <= 1:
+            raise ConfigError(f"{backend} regrow must be above 1, not {value}")
+        if name != "regrow" and value is not None and value < 1:
+            raise ConfigError(f"{backend} {name} must be positive, not {value}")
 
 
 def needs_training(
@@ -121,16 +137,9 @@ class FaissIvfIndex:
         regrow: float = 8.0,
         meta: dict[str, Any] | None = None,
     ) -> None:
-        if dim <= 0:
-            raise ValueError(f"dim must be positive, not {dim}")
+        check_list_options("ivf", dim, nlist=nlist, nprobe=nprobe, train_at=train_at, regrow=regrow)
         if codec not in CODECS:
             raise ConfigError(f"ivf codec must be one of {', '.join(CODECS)}, not {codec!r}")
-        if nlist is not None and nlist < 1:
-            raise ConfigError(f"ivf nlist must be positive, not {nlist}")
-        if nprobe is not None and nprobe < 1:
-            raise ConfigError(f"ivf nprobe must be positive, not {nprobe}")
-        if train_at < 1 or regrow <= 1:
-            raise ConfigError("ivf train_at must be positive and regrow above 1")
         self.dim = dim
         self.codec = codec
         self.nlist = nlist  # None: chosen from the size at training

@@ -47,6 +47,7 @@ from facetrace.index.faiss_ivf import (
     DEFAULT_TRAIN_AT,
     TRAIN_SEED,
     auto_nlist,
+    check_list_options,
     needs_training,
     training_sample,
 )
@@ -165,18 +166,20 @@ class FaissIvfPqIndex:
         regrow: float = 8.0,
         meta: dict[str, Any] | None = None,
     ) -> None:
-        if dim <= 0:
-            raise ValueError(f"dim must be positive, not {dim}")
+        check_list_options(
+            "ivf-pq",
+            dim,
+            nlist=nlist,
+            nprobe=nprobe,
+            k_factor=k_factor,
+            train_at=train_at,
+            regrow=regrow,
+        )
         m = m or dim
         if m < 2 or m % 2 or dim % m:
             raise ConfigError(f"ivf-pq m must be even and divide {dim}, not {m}")
         if refine not in REFINE:
             raise ConfigError(f"ivf-pq refine must be one of {', '.join(REFINE)}, not {refine!r}")
-        for name, value in (("nlist", nlist), ("nprobe", nprobe)):
-            if value is not None and value < 1:
-                raise ConfigError(f"ivf-pq {name} must be positive, not {value}")
-        if k_factor < 1 or train_at < 1 or regrow <= 1:
-            raise ConfigError("ivf-pq k_factor and train_at must be positive, regrow above 1")
         self.dim, self.m, self.nlist, self.refine = dim, m, nlist, refine
         self.nprobe = nprobe or DEFAULT_NPROBE
         self.k_factor, self.train_at, self.regrow = k_factor, train_at, regrow

@@ -1,0 +1,189 @@
+"""The ``scann`` backend past its training threshold (the contract tests stay below it).
+
+``train_at`` is lowered so that a few thousand of the contract tests' face-like vectors
+train ScaNN's leaves and codes. Scores are re-ranked exactly, so they must equal the
+exact backend's for every face returned. ScaNN moves its last face into the hole a
+delete leaves, so removals are checked against the ids every face is found under.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facetrace.errors import ConfigError, IndexCorruptError
+from facetrace.index import create_index, open_index
+from facetrace.index.base import read_saved
+from facetrace.index.scann_index import Positions, ScannIndex, auto_nlist
+from tests.test_faiss_ivf import TRAIN_AT, recall_at_10
+from tests.test_index_contract import DIM, faces, unit
+
+
+def trained(n: int = 4000, **options: object) -> tuple[ScannIndex, np.ndarray]:
+    """An index past training; it searches 16 of its 64 leaves unless told otherwise."""
+    vectors = faces(n, people=n // 20, seed=31)
+    options = {"nprobe": 16, **options}
+    index = ScannIndex(DIM, train_at=TRAIN_AT, **options)  # type: ignore[arg-type]
+    index.add(np.arange(n, dtype=np.int64), vectors)
+    assert index.trained_size == n and index.exact is None and index.leaves > 1
+    return index, vectors
+
+
+def finds_itself(index: ScannIndex, ids: np.ndarray, vectors: np.ndarray) -> None:
+    got = index.search(vectors, 1)[0][:, 0]
+    np.testing.assert_array_equal(got, ids)
+
+
+def test_bad_options_are_config_errors() -> None:
+    for bad in ({"nprobe": 0}, {"nlist": 0}, {"k_factor": 0}, {"regrow": 1.0}):
+        with pytest.raises(ConfigError):
+            ScannIndex(DIM, **bad)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="even"):
+        ScannIndex(127)
+
+
+def test_default_breadth_is_leaves_to_the_three_quarters(tmp_path: Path) -> None:
+    index, _ = trained(nprobe=None)
+    assert index.leaves == 64 and index.nprobe == 23  # 64 ** 0.75 = 22.6
+    assert index._breadth(4096) == 512 and index._breadth(16_384) == 1449
+    index.save(tmp_path / "g.index")
+    opened = open_index("scann", tmp_path / "g.index", DIM)
+    assert isinstance(opened, ScannIndex) and opened.nprobe == 23
+    assert opened.nprobe_option is None
+
+
+def test_auto_nlist_grows_with_the_gallery_and_keeps_leaves_full() -> None:
+    assert auto_nlist(20_000) * 50 <= 20_000
+    assert auto_nlist(1_000_000) == 4096 and auto_nlist(10_000_000) == 16_384
+    assert auto_nlist(10**9) == 16_384
+
+
+def test_recall_and_exact_scores_after_training() -> None:
+    index, vectors = trained()
+    queries = faces(300, people=200, seed=31, draw=1)
+    assert recall_at_10(index, np.arange(4000), vectors, queries) >= 0.97
+    got, scores = index.search(queries, 10)
+    exact = (unit(vectors)[got] * unit(queries)[:, None, :]).sum(axis=2)
+    np.testing.assert_allclose(scores, exact, atol=1e-5)
+    assert np.all(np.diff(scores, axis=1) <= 0)
+    # One query at a time (ScaNN's one-query call, which rounds its lookup tables on its
+    # own) finds the same best face and nearly the same ten, with exact scores too.
+    singles = [index.search(q, 10) for q in queries]
+    one = np.concatenate([ids for ids, _ in singles])
+    one_scores = np.concatenate([scores for _, scores in singles])
+    assert (one[:, 0] == got[:, 0]).mean() >= 0.99
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(one, got, strict=True)]) >= 0.97
+    exact_one = (unit(vectors)[one] * unit(queries)[:, None, :]).sum(axis=2)
+    np.testing.assert_allclose(one_scores, exact_one, atol=1e-5)
+
+
+def test_remove_and_upsert_are_immediate_after_training() -> None:
+    index, vectors = trained()
+    assert index.search(vectors[:3], 1)[0][:, 0].tolist() == [0, 1, 2]
+    assert index.remove(np.array([0, 1, 99_999])) == 2
+    assert len(index) == 3998
+    ids, _ = index.search(vectors[:3], 10)
+    assert 0 not in ids[0] and 1 not in ids[1]
+    # Upsert: id 2 now holds the vector of id 0, and nothing else does.
+    index.add(np.array([2]), vectors[:1])
+    assert index.search(vectors[:1], 1)[0][0, 0] == 2
+    assert len(index) == 3998 and sorted(index.ids().tolist()) == list(range(2, 4000))
+    # ScaNN moved its last faces into the holes: every other face still has its id.
+    finds_itself(index, np.arange(3, 4000), vectors[3:])
+
+
+def test_removing_many_scattered_faces_keeps_every_other_id() -> None:
+    index, vectors = trained()
+    gone = np.r_[np.arange(0, 4000, 3), [3999, 3998, 3997]]
+    assert index.remove(gone) == np.unique(gone).size
+    kept = np.setdiff1d(np.arange(4000), gone)
+    assert sorted(index.ids().tolist()) == kept.tolist()
+    finds_itself(index, kept, vectors[kept])
+    assert not np.isin(index.search(vectors, 10)[0], gone).any()
+    more = faces(300, people=50, seed=32)
+    index.add(np.arange(9000, 9300), more)  # appended after the moves
+    finds_itself(index, np.arange(9000, 9300), more)
+    finds_itself(index, kept, vectors[kept])
+
+
+def test_positions_follow_scanns_deletes() -> None:
+    positions = Positions(np.array([10, 11, 12, 13, 14, 15], np.int64))
+    order = positions.delete(np.array([1, 5, 2]))
+    assert order == [5, 2, 1]  # highest first: a moved face is never deleted after
+    assert positions.ids[: positions.n].tolist() == [10, 13, 14]
+    assert positions.lookup(np.array([13, 14, 10, 15, 99])).tolist() == [1, 2, 0, -1, -1]
+
+
+@pytest.mark.parametrize("mmap", [True, False], ids=["mmap", "read"])
+def test_save_open_roundtrip(tmp_path: Path, mmap: bool) -> None:
+    index, vectors = trained()
+    index.remove(np.arange(0, 4000, 2))
+    index.save(tmp_path / "g.index")
+    saved = read_saved(tmp_path / "g.index", backend="scann", dim=DIM)
+    assert "ids.npy" in saved.files and "scann.scann_assets.pbtxt" in saved.files
+    assert not list(tmp_path.glob(".g.index.scann-save-*"))  # ScaNN's scratch is gone
+    opened = open_index("scann", tmp_path / "g.index", DIM, mmap=mmap)
+    assert isinstance(opened, ScannIndex) and opened.leaves == index.leaves
+    queries = faces(50, people=200, seed=31, draw=1)
+    np.testing.assert_array_equal(opened.search(queries, 10)[0], index.search(queries, 10)[0])
+    opened.add(np.array([0]), vectors[:1])
+    assert opened.remove(np.array([1, 3])) == 2
+    assert len(opened) == 1999 and opened.search(vectors[:1], 1)[0][0, 0] == 0
+    finds_itself(opened, np.arange(5, 4000, 2), vectors[5::2])
+
+
+def test_regrowth_trains_again_with_more_leaves_and_keeps_every_id() -> None:
+    index, vectors = trained(n=2500, regrow=1.5)
+    before = index.leaves
+    more = faces(5000, people=250, seed=33)
+    index.add(np.arange(2500, 7500, dtype=np.int64), more)
+    assert index.trained_size > 2500 * 1.5 and index.leaves > before
+    assert sorted(index.ids().tolist()) == list(range(7500))
+    both = np.concatenate([vectors, more])
+    finds_itself(index, np.arange(7500)[::7], both[::7])
+    assert recall_at_10(index, np.arange(7500), both, both[::50]) >= 0.97
+
+
+@pytest.mark.parametrize("verify", [True, False])
+def test_a_damaged_scann_file_raises_index_corrupt(tmp_path: Path, verify: bool) -> None:
+    index, _ = trained()
+    index.save(tmp_path / "g.index")
+    files = read_saved(tmp_path / "g.index", backend="scann", dim=DIM).files
+    if verify:  # any byte of any file: the SHA-256 check catches it before ScaNN reads
+        data = files["scann.dataset.npy"]
+        raw = bytearray(data.read_bytes())
+        raw[len(raw) // 2] ^= 0xFF
+        data.write_bytes(bytes(raw))
+    else:  # without it, ScaNN's own reader must refuse a damaged text file cleanly
+        files["scann.scann_assets.pbtxt"].write_text("assets { nonsense", encoding="utf-8")
+    with pytest.raises(IndexCorruptError, match="reindex"):
+        open_index("scann", tmp_path / "g.index", DIM, verify=verify)
+
+
+def test_exact_below_the_threshold_matches_the_exact_backend(tmp_path: Path) -> None:
+    vectors = faces(500, seed=34)
+    ids = np.arange(500, dtype=np.int64) * 5
+    index = create_index("scann", DIM)
+    index.add(ids, vectors)
+    reference = create_index("exact", DIM)
+    reference.add(ids, vectors)
+    queries = faces(40, seed=35)
+    got, got_scores = index.search(queries, 10)
+    want, want_scores = reference.search(queries, 10)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_allclose(got_scores, want_scores, atol=1e-5)
+    index.save(tmp_path / "small.index")
+    saved = read_saved(tmp_path / "small.index", backend="scann", dim=DIM)
+    assert set(saved.files) == {"ids.npy", "vectors.npy"}
+
+
+def test_scanns_log_goes_to_the_logger_not_the_terminal(
+    capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG, logger="facetrace.index.scann_index"):
+        trained(n=2500)
+    assert "partition" not in capfd.readouterr().err.lower()
+    assert any(r.getMessage().startswith("scann: ") for r in caplog.records)
