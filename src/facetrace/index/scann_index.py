@@ -11,8 +11,8 @@ stored float32 vectors, so the scores returned are exact cosines.
 - Below ``train_at`` faces (default 20,000) every search is exact (``ExactIndex``).
 - From ``train_at``: ScaNN trains ``nlist`` spherical k-means leaves (unit centres, so
   the leaf a face is stored in is the one its own vector looks in first) and the codes
-  on its own sample, and codes every face. Past ``regrow`` times that size, the next add trains again (ScaNN's
-  ``rebalance``) with leaves for the new size.
+  on its own sample, and codes every face. Past ``regrow`` times that size, the next
+  add trains again (ScaNN's ``rebalance``) with leaves for the new size.
 - A search scores the faces of the ``nprobe`` leaves nearest the query: by default
   ``leaves ** 0.75``, an eighth of 4,096 leaves (a million faces) and an eleventh of
   16,384 (ten million), for recall@10 about 0.99 on face embeddings at both sizes; the
