@@ -196,3 +196,23 @@ def test_bad_index_options_are_refused_and_change_nothing(app: Facetrace) -> Non
     assert "index_options" not in read_data_settings(app.settings.data_dir)
     index = load(app)
     assert index.backend == "scann" and index.nprobe_option is None
+
+
+def test_a_gallery_past_the_training_threshold_trains_saves_and_forgets(app: Facetrace) -> None:
+    """The default backend trains ScaNN once a gallery passes 20,000 faces; the service's
+    build, forget, reopen and catch-up paths then work on the trained index."""
+    from facetrace.index.scann_index import ScannIndex
+
+    vecs = fill(app, 20_100)
+    index = load(app)
+    assert isinstance(index, ScannIndex) and index.exact is None and index.trained_size
+    assert index.search(vecs[[4, 20_099]], 1)[0][:, 0].tolist() == [5, 20_100]
+    assert app.forget("g", "person 4") == 1
+    again = load(app)  # opened from the saved, trained files
+    assert isinstance(again, ScannIndex) and again.exact is None
+    assert len(again) == 20_099 and 5 not in again.ids()
+    assert again.search(vecs[4], 1)[0][0, 0] != 5
+    more = fill(app, 3, start=30_000)
+    caught_up = load(app)
+    assert len(caught_up) == 20_102
+    assert caught_up.search(more, 1)[0][:, 0].tolist() == [20_101, 20_102, 20_103]
