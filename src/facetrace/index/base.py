@@ -152,6 +152,19 @@ def empty_results(m: int, k: int) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
+def extend_sorted(
+    index: tuple[np.ndarray, np.ndarray] | None, ids: np.ndarray, rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """A (sorted ids, their rows) lookup extended by appended ``ids`` at ``rows``, or None
+    (rebuild it lazily) when they do not all come after it in increasing order."""
+    if index is None:
+        return None
+    sid, srow = index
+    if ids.size and np.all(ids[1:] > ids[:-1]) and (sid.size == 0 or ids[0] > sid[-1]):
+        return np.concatenate([sid, ids]), np.concatenate([srow, rows])
+    return None
+
+
 # --- files --------------------------------------------------------------------------
 
 

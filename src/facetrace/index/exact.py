@@ -134,6 +134,10 @@ class ExactIndex:
     def __len__(self) -> int:
         return self._n
 
+    def rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, unit float32 vectors) of every face present: views, not copies."""
+        return self._ids[: self._n], self._vectors[: self._n]
+
     def ids(self) -> np.ndarray:
         return self._ids[: self._n].copy()
 

@@ -121,7 +121,25 @@ def training_sample(n: int, nlist: int) -> np.ndarray | None:
     return np.sort(rng.choice(n, _POINTS_PER_LIST * nlist, replace=False))
 
 
-class FaissIvfIndex:
+class TrainsLists:
+    """What the backends built on k-means lists share: when to (re)train them."""
+
+    trained_size: int
+    train_at: int
+    nlist: int | None
+    regrow: float
+
+    def _needs_training(self, total: int) -> bool:
+        return needs_training(
+            total,
+            trained_size=self.trained_size,
+            train_at=self.train_at,
+            nlist=self.nlist,
+            regrow=self.regrow,
+        )
+
+
+class FaissIvfIndex(TrainsLists):
     """Cosine search over FAISS inverted lists: exact while small, IVF once trained."""
 
     backend: ClassVar[str] = "ivf"
@@ -166,15 +184,6 @@ class FaissIvfIndex:
             self._rebuild(id_arr, vec_arr)
         else:
             self._index.add_with_ids(vec_arr, id_arr)
-
-    def _needs_training(self, total: int) -> bool:
-        return needs_training(
-            total,
-            trained_size=self.trained_size,
-            train_at=self.train_at,
-            nlist=self.nlist,
-            regrow=self.regrow,
-        )
 
     def remove(self, ids: np.ndarray) -> int:
         id_arr = np.unique(check_ids(ids))

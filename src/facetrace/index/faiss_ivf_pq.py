@@ -39,6 +39,7 @@ from facetrace.index.base import (
     check_search,
     corrupt,
     empty_results,
+    extend_sorted,
     load_array,
     read_saved,
     save_index,
@@ -46,9 +47,9 @@ from facetrace.index.base import (
 from facetrace.index.faiss_ivf import (
     DEFAULT_TRAIN_AT,
     TRAIN_SEED,
+    TrainsLists,
     auto_nlist,
     check_list_options,
-    needs_training,
     training_sample,
 )
 
@@ -89,17 +90,8 @@ class VectorStore:
         self.ids[self.n : need] = ids
         self.vectors[self.n : need] = vectors.astype(self.dtype, copy=False)
         self.alive[self.n : need] = True
-        self._extend_sorted(ids, np.arange(self.n, need, dtype=np.int64))
+        self._sorted = extend_sorted(self._sorted, ids, np.arange(self.n, need, dtype=np.int64))
         self.n, self.live = need, self.live + ids.size
-
-    def _extend_sorted(self, ids: np.ndarray, rows: np.ndarray) -> None:
-        if self._sorted is None:
-            return
-        sid, srow = self._sorted
-        if ids.size and np.all(ids[1:] > ids[:-1]) and (sid.size == 0 or ids[0] > sid[-1]):
-            self._sorted = (np.concatenate([sid, ids]), np.concatenate([srow, rows]))
-        else:
-            self._sorted = None
 
     def rows_of(self, ids: np.ndarray) -> np.ndarray:
         """The live row of each id, or -1."""
@@ -148,7 +140,7 @@ def _grown(old: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return new
 
 
-class FaissIvfPqIndex:
+class FaissIvfPqIndex(TrainsLists):
     """Cosine search: 4-bit product codes in FAISS inverted lists, re-ranked exactly."""
 
     backend: ClassVar[str] = "ivf-pq"
@@ -196,19 +188,10 @@ class FaissIvfPqIndex:
             return
         self.remove(id_arr)
         self.store.append(id_arr, vec_arr)
-        if self._needs_training():
+        if self._needs_training(self.store.live):
             self._train()
         elif self._pq is not None:
             self._pq.add_with_ids(vec_arr, id_arr)
-
-    def _needs_training(self) -> bool:
-        return needs_training(
-            self.store.live,
-            trained_size=self.trained_size,
-            train_at=self.train_at,
-            nlist=self.nlist,
-            regrow=self.regrow,
-        )
 
     def _train(self) -> None:
         rows = self.store.live_rows()

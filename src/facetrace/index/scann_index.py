@@ -50,12 +50,13 @@ from facetrace.index.base import (
     check_search,
     corrupt,
     empty_results,
+    extend_sorted,
     load_array,
     read_saved,
     save_index,
 )
 from facetrace.index.exact import ExactIndex
-from facetrace.index.faiss_ivf import DEFAULT_TRAIN_AT, check_list_options, needs_training
+from facetrace.index.faiss_ivf import DEFAULT_TRAIN_AT, TrainsLists, check_list_options
 from facetrace.index.faiss_ivf import auto_nlist as lists_for
 
 log = logging.getLogger(__name__)
@@ -132,13 +133,7 @@ class Positions:
             grown[: self.n] = self.ids[: self.n]
             self.ids = grown
         self.ids[self.n : need] = ids
-        if self._sorted is not None:
-            sid, spos = self._sorted
-            if np.all(ids[1:] > ids[:-1]) and (sid.size == 0 or ids[0] > sid[-1]):
-                rows = np.arange(self.n, need, dtype=np.int64)
-                self._sorted = (np.concatenate([sid, ids]), np.concatenate([spos, rows]))
-            else:
-                self._sorted = None
+        self._sorted = extend_sorted(self._sorted, ids, np.arange(self.n, need, dtype=np.int64))
         self.n = need
 
     def delete(self, positions: np.ndarray) -> list[int]:
@@ -169,7 +164,7 @@ class Positions:
         return order
 
 
-class ScannIndex:
+class ScannIndex(TrainsLists):
     """Cosine search with ScaNN: exact while small, partitioned 4-bit codes once trained."""
 
     backend: ClassVar[str] = "scann"
@@ -230,25 +225,16 @@ class ScannIndex:
         default = math.ceil(leaves**BREADTH_POWER - 1e-9)
         return max(1, min(self.nprobe_option or default, leaves))
 
-    def _needs_training(self, total: int) -> bool:
-        return needs_training(
-            total,
-            trained_size=self.trained_size,
-            train_at=self.train_at,
-            nlist=self.nlist,
-            regrow=self.regrow,
-        )
-
     def _train(self) -> None:
         """Build ScaNN from the exact index's faces, or train the built one again."""
         if self._native is None:
             assert self.exact is not None
-            n = len(self.exact)
+            ids, vectors = self.exact.rows()
+            n = ids.size
             config, leaves = self._config(n)
-            vectors = np.ascontiguousarray(self.exact._vectors[:n], dtype=np.float32)
             with _native_log():
                 native = _scann().scann_pybind.ScannNumpy(vectors, config, os.cpu_count() or 1)
-            self.positions = Positions(self.exact._ids[:n].copy())
+            self.positions = Positions(ids.copy())
             self._native, self.exact, self._threaded = native, None, False
         else:
             n = self.positions.n
