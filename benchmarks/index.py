@@ -30,13 +30,14 @@ its own:
    ``IndexFlatIP``'s batch results (the ground truth), and the *mate hit rate* (a face of
    the probe's own identity in the top 10).
 
-Backends (``--backends``; the default is ``flat,ivf,ivf-fp16,ivf-sq8,usearch,milvus``):
+Backends (``--backends``; the default is ``flat,scann,ivf-pq,ivf-sq8,usearch,milvus``):
 ``flat`` (FAISS IndexFlatIP, exact, the reference peer, always run), ``ivf`` (facetrace's
 FAISS inverted-list backend, codec flat, and ``ivf-fp16`` / ``ivf-sq8``), ``ivf-pq``
 (facetrace's lists of 4-bit product codes re-ranked on float32 vectors, and
 ``ivf-pq-fp16`` re-ranked on float16), ``scann`` (facetrace's ScaNN backend: leaves of
-4-bit anisotropic codes re-ranked on float32; ``--ivf-nlist auto`` gives it its own rule,
-``facetrace.index.scann_index.auto_nlist``, 16,384 leaves at 10M), ``usearch``
+4-bit anisotropic codes re-ranked on float32, each face in two leaves; ``--ivf-nlist
+auto`` gives it its own rule, ``facetrace.index.scann_index.auto_nlist``, 16,384 leaves
+at 10M; ``scann-nospill``: each face in one leaf), ``usearch``
 (facetrace's HNSW backend, f32, and ``usearch-f16`` / ``usearch-i8``), ``faiss-hnsw``
 (raw FAISS IndexHNSWFlat M=16, efConstruction 128) and ``milvus`` (facetrace's Milvus
 backend on Milvus Lite, FLAT). The graph indexes and Milvus are too slow to build or
@@ -111,7 +112,7 @@ class Variant:
 
 
 IVF_SWEEP = (8, 16, 32, 64, 128, 256)
-SCANN_SWEEP = (128, 256, 384, 512, 768, 1024, 1152, 1280, 1536, 2048)  # 4,096 or 16,384 leaves
+SCANN_SWEEP = (128, 192, 256, 320, 384, 512, 576, 640, 768, 1024, 1449)  # of 4,096 or 16,384
 HNSW_SWEEP = (16, 32, 64, 128, 256, 512)
 USEARCH_SLOW = "usearch HNSW adds on one thread (facetrace's default, for correctness)"
 VARIANTS = {
@@ -146,16 +147,19 @@ VARIANTS = {
             )
             for suffix, refine in (("", "f32"), ("-fp16", "fp16"))
         ),
-        Variant(
-            "scann",
-            "facetrace scann (AH 64 blocks x 4 bits, re-ranked on f32)",
-            "facetrace",
-            "scann",
-            {},
-            "nprobe",
-            SCANN_SWEEP,
-            "scann",
-            "ah-f32",
+        *(
+            Variant(
+                f"scann{suffix}",
+                f"facetrace scann{label} (AH 64 blocks x 4 bits, re-ranked on f32)",
+                "facetrace",
+                "scann",
+                {"spill": spill},
+                "nprobe",
+                SCANN_SWEEP,
+                "scann",
+                f"ah-f32{suffix}",
+            )
+            for suffix, label, spill in (("", "", 1), ("-nospill", " without spill", 0))
         ),
         *(
             Variant(
@@ -193,7 +197,7 @@ VARIANTS = {
         ),
     ]
 }
-DEFAULT_BACKENDS = "flat,ivf,ivf-fp16,ivf-sq8,usearch,milvus"
+DEFAULT_BACKENDS = "flat,scann,ivf-pq,ivf-sq8,usearch,milvus"
 
 
 def say(msg: str) -> None:

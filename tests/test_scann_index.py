@@ -2,8 +2,9 @@
 
 ``train_at`` is lowered so that a few thousand of the contract tests' face-like vectors
 train ScaNN's leaves and codes. Scores are re-ranked exactly, so they must equal the
-exact backend's for every face returned. ScaNN moves its last face into the hole a
-delete leaves, so removals are checked against the ids every face is found under.
+exact backend's for every face returned. A removed face stays in ScaNN, dead, until it
+is left out of ScaNN's files, so removals are checked against the ids every face is
+found under, before and after that.
 """
 
 from __future__ import annotations
@@ -38,20 +39,22 @@ def finds_itself(index: ScannIndex, ids: np.ndarray, vectors: np.ndarray) -> Non
 
 
 def test_bad_options_are_config_errors() -> None:
-    for bad in ({"nprobe": 0}, {"nlist": 0}, {"k_factor": 0}, {"regrow": 1.0}):
+    for bad in ({"nprobe": 0}, {"nlist": 0}, {"k_factor": 0}, {"regrow": 1.0}, {"spill": 2}):
         with pytest.raises(ConfigError):
             ScannIndex(DIM, **bad)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="even"):
         ScannIndex(127)
 
 
-def test_default_breadth_is_leaves_to_the_three_quarters(tmp_path: Path) -> None:
+def test_default_breadth_follows_the_leaves(tmp_path: Path) -> None:
+    assert trained(nprobe=None, spill=0)[0].nprobe == 23  # 64 ** 0.75 = 22.6
+    assert ScannIndex(DIM, spill=0)._breadth(16_384) == 1449
     index, _ = trained(nprobe=None)
-    assert index.leaves == 64 and index.nprobe == 23  # 64 ** 0.75 = 22.6
-    assert index._breadth(4096) == 512 and index._breadth(16_384) == 1449
+    assert index.leaves == 64 and index.nprobe == 19  # 256 * (64 / 4096) ** 0.62
+    assert index._breadth(4096) == 256 and index._breadth(16_384) == 605
     index.save(tmp_path / "g.index")
     opened = open_index("scann", tmp_path / "g.index", DIM)
-    assert isinstance(opened, ScannIndex) and opened.nprobe == 23
+    assert isinstance(opened, ScannIndex) and opened.nprobe == 19
     assert opened.nprobe_option is None
 
 
@@ -91,7 +94,7 @@ def test_remove_and_upsert_are_immediate_after_training() -> None:
     index.add(np.array([2]), vectors[:1])
     assert index.search(vectors[:1], 1)[0][0, 0] == 2
     assert len(index) == 3998 and sorted(index.ids().tolist()) == list(range(2, 4000))
-    # ScaNN moved its last faces into the holes: every other face still has its id.
+    # Every other face still has its id.
     finds_itself(index, np.arange(3, 4000), vectors[3:])
 
 
@@ -109,12 +112,86 @@ def test_removing_many_scattered_faces_keeps_every_other_id() -> None:
     finds_itself(index, kept, vectors[kept])
 
 
-def test_positions_follow_scanns_deletes() -> None:
+def test_positions_mark_removed_faces_dead() -> None:
     positions = Positions(np.array([10, 11, 12, 13, 14, 15], np.int64))
-    order = positions.delete(np.array([1, 5, 2]))
-    assert order == [5, 2, 1]  # highest first: a moved face is never deleted after
-    assert positions.ids[: positions.n].tolist() == [10, 13, 14]
-    assert positions.lookup(np.array([13, 14, 10, 15, 99])).tolist() == [1, 2, 0, -1, -1]
+    positions.kill(np.array([1, 5, 2]))
+    assert positions.live().tolist() == [True, False, False, True, True, False]
+    assert positions.live_count == 3 and positions.dead_count == 3
+    assert positions.lookup(np.array([13, 14, 10, 15, 11, 99])).tolist() == [3, 4, 0, -1, -1, -1]
+    positions.append(np.array([11, 20], np.int64))  # an id comes back at a new position
+    assert positions.lookup(np.array([11, 20, 12])).tolist() == [6, 7, -1]
+
+
+def test_dead_faces_never_crowd_out_the_living(tmp_path: Path) -> None:
+    # 700 faces ever further from a query (cosine 0.99, 0.9892, ...); its 600 nearest
+    # removed. With k_factor 4, ScaNN's first answer holds only dead faces, and the
+    # index must ask again, not return fewer or worse faces.
+    rng = np.random.default_rng(5)
+    query = unit(rng.standard_normal((1, DIM))).astype(np.float32)  # not in the gallery
+    away = rng.standard_normal((700, DIM))
+    away = unit(away - (away @ query[0])[:, None] * query)
+    cos = 0.99 - 0.0008 * np.arange(700)[:, None]
+    graded = (cos * query + np.sqrt(1 - cos**2) * away).astype(np.float32)
+    vectors = faces(4000, people=200, seed=31)
+    index = ScannIndex(DIM, train_at=TRAIN_AT, k_factor=4, nprobe=64)
+    index.add(np.r_[np.arange(4000), np.arange(10_000, 10_700)], np.r_[vectors, graded])
+    assert index.trained_size == 4700  # the leaves and codes learn the graded faces too
+    gone = np.arange(10_000, 10_600)
+    assert index.remove(gone) == 600 and index.positions.dead_count == 600  # kept in ScaNN
+    for k in (1, 10, 50):
+        ids, _ = index.search(query, k)
+        # all of them among the 100 left nearest (cosine 0.51 to 0.43, where the other
+        # faces reach about 0.3), the best among the first ten (4-bit codes, 4 per k)
+        assert set(ids[0]) <= set(range(10_600, 10_700)) and ids[0][0] < 10_610
+        assert k == 1 or len(set(ids[0]) & set(range(10_600, 10_600 + k))) >= 0.6 * k
+    kept = np.r_[np.arange(4000), np.arange(10_600, 10_700)]
+    both = np.concatenate([vectors, graded[600:]])
+    assert recall_at_10(index, kept, both, vectors[::40]) >= 0.97
+    # The files hold the living only; opened, the same answers.
+    index.save(tmp_path / "g.index")
+    assert read_saved(tmp_path / "g.index", backend="scann", dim=DIM).count == kept.size
+    opened = open_index("scann", tmp_path / "g.index", DIM)
+    assert isinstance(opened, ScannIndex) and opened.positions.n == kept.size
+    np.testing.assert_array_equal(
+        opened.search(vectors[::40], 10)[0], index.search(vectors[::40], 10)[0]
+    )
+    assert set(opened.search(query, 10)[0][0]) <= set(range(10_600, 10_700))
+    finds_itself(opened, kept, both)
+
+
+def test_many_removals_leave_the_dead_out_of_scann() -> None:
+    index, vectors = trained()
+    gone = np.arange(0, 4000, 4)[:801]  # past a quarter of the 3,199 left
+    index.remove(gone[:800])
+    assert index.positions.dead_count == 800 and index.positions.n == 4000
+    index.remove(gone[800:])
+    assert index.positions.dead_count == 0 and index.positions.n == 3199 == len(index)
+    kept = np.setdiff1d(np.arange(4000), gone)
+    finds_itself(index, kept, vectors[kept])
+    index.add(gone[:10], vectors[gone[:10]])  # back, appended after the compaction
+    finds_itself(index, gone[:10], vectors[gone[:10]])
+    assert len(index) == 3209
+
+
+def test_without_spill_search_and_removal_work_the_same(tmp_path: Path) -> None:
+    index, vectors = trained(spill=0)
+    assert "database_spilling" not in index._native.config()
+    queries = faces(100, people=200, seed=31, draw=1)
+    assert recall_at_10(index, np.arange(4000), vectors, queries) >= 0.97
+    index.remove(np.arange(0, 4000, 2))
+    finds_itself(index, np.arange(1, 4000, 2), vectors[1::2])
+    index.save(tmp_path / "g.index")
+    opened = open_index("scann", tmp_path / "g.index", DIM)
+    assert isinstance(opened, ScannIndex) and opened.spill == 0
+    assert trained()[0]._native.config().count("database_spilling") == 1  # the default
+
+
+def exact_over(
+    ids: np.ndarray, vectors: np.ndarray, queries: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    reference = create_index("exact", DIM)
+    reference.add(ids, vectors)
+    return reference.search(queries, k)
 
 
 @pytest.mark.parametrize("mmap", [True, False], ids=["mmap", "read"])
@@ -138,13 +215,15 @@ def test_save_open_roundtrip(tmp_path: Path, mmap: bool) -> None:
 def test_regrowth_trains_again_with_more_leaves_and_keeps_every_id() -> None:
     index, vectors = trained(n=2500, regrow=1.5)
     before = index.leaves
+    index.remove(np.arange(0, 100))  # dead faces are left out before training again
     more = faces(5000, people=250, seed=33)
     index.add(np.arange(2500, 7500, dtype=np.int64), more)
     assert index.trained_size > 2500 * 1.5 and index.leaves > before
-    assert sorted(index.ids().tolist()) == list(range(7500))
+    assert index.positions.dead_count == 0 and index.positions.n == 7400
+    assert sorted(index.ids().tolist()) == list(range(100, 7500))
     both = np.concatenate([vectors, more])
-    finds_itself(index, np.arange(7500)[::7], both[::7])
-    assert recall_at_10(index, np.arange(7500), both, both[::50]) >= 0.97
+    finds_itself(index, np.arange(100, 7500)[::7], both[100::7])
+    assert recall_at_10(index, np.arange(100, 7500), both[100:], both[::50]) >= 0.97
 
 
 @pytest.mark.parametrize("verify", [True, False])

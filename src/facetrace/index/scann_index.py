@@ -13,17 +13,24 @@ stored float32 vectors, so the scores returned are exact cosines.
   the leaf a face is stored in is the one its own vector looks in first) and the codes
   on its own sample, and codes every face. Past ``regrow`` times that size, the next
   add trains again (ScaNN's ``rebalance``) with leaves for the new size.
-- A search scores the faces of the ``nprobe`` leaves nearest the query: by default
-  ``leaves ** 0.75``, an eighth of 4,096 leaves (a million faces) and an eleventh of
-  16,384 (ten million), for recall@10 about 0.99 on face embeddings at both sizes; the
-  finer the leaves, the smaller the share a query needs.
-- Adds and deletes are ScaNN's own (a delete moves the last face into the hole, which
-  ``Positions`` mirrors), so deletion is immediate. Upsert is remove then add.
-- ScaNN's spilling (SOAR: a face in two leaves) is not used: ScaNN 1.4.2 crashes when a
-  spilled face is deleted or replaced.
+- A search scores the faces of the ``nprobe`` leaves nearest the query: by default a
+  sixteenth of 4,096 leaves (a million faces) and 605 of 16,384 (ten million), for
+  recall@10 about 0.99 on face embeddings at both sizes (``leaves ** 0.75`` without
+  spill); the finer the leaves, the smaller the share a query needs.
+- Each face is also stored in a second leaf (``spill=1``, the default; ScaNN's SOAR):
+  the leaf whose centre's error is most nearly orthogonal to the first one's, so a face
+  its first leaf scores badly is likely scored well by its second. At the same recall
+  a search then looks in fewer leaves: about a fifth less time. The second codes cost
+  32 bytes a face.
+- Adds are ScaNN's own (it appends). Removal is immediate but never ScaNN's own delete,
+  which in ScaNN 1.4.2 crashes on a spilled face: ``Positions`` marks the face dead and
+  searches drop it, asking ScaNN for as many more candidates as there are dead faces.
+  Once the dead pass a quarter of the live, and in every save, ScaNN's files are
+  written without them (``drop_rows``, no training) and, for the index in memory, read
+  back. Upsert is remove then add.
 
-Files: ``ids.npy`` (the id of each of ScaNN's datapoints, in its order) and ScaNN's own
-files as ``scann.<name>``, under the manifest of ``facetrace.index.base``. Opening
+Files: ``ids.npy`` (the id of each of ScaNN's datapoints, in its order, none dead) and
+ScaNN's own files as ``scann.<name>``, under the manifest of ``facetrace.index.base``. Opening
 reads them all (ScaNN does not map files); the manifest's sizes and SHA-256 are checked
 first, because a damaged file can crash ScaNN's reader. ScaNN's C++ log lines go to
 this module's logger at debug level, not to the terminal.
@@ -61,7 +68,10 @@ from facetrace.index.faiss_ivf import auto_nlist as lists_for
 
 log = logging.getLogger(__name__)
 
-BREADTH_POWER = 0.75  # the default nprobe is leaves ** BREADTH_POWER
+BREADTH_POWER = 0.75  # the default nprobe without spill is leaves ** BREADTH_POWER
+# With spill, ANCHOR_PROBE of ANCHOR_LEAVES leaves, scaled by (leaves / ANCHOR_LEAVES) **
+# SPILL_POWER: 256 of 4,096 (1M faces) and 605 of 16,384 (10M), recall@10 about 0.99.
+ANCHOR_LEAVES, ANCHOR_PROBE, SPILL_POWER = 4096, 256, 0.62
 DEFAULT_K_FACTOR = 40  # re-rank the best 400 by code for a top 10
 MIN_NLIST, MAX_NLIST = 64, 16_384
 _SAMPLE_PER_LEAF = 64  # k-means sample size per leaf
@@ -72,6 +82,10 @@ _ADD_BATCH = 1_000  # ScaNN's upsert batch
 _PARALLEL_AT = 16  # queries in one call from which ScaNN's threads are used
 _PREFIX = "scann."  # data files holding ScaNN's own files
 _SCRATCH = ".scann-save-"  # where a save has ScaNN write, beside the index
+_SPILL_LAMBDA = 1.0  # SOAR's weight on a second leaf's orthogonality (ScaNN's default)
+_OVERRETRIEVE = 2.0  # candidates ScaNN takes before dropping a face found twice
+_COMPACT_SHARE = 4  # leave dead faces out once they pass a quarter of the live ones
+_COPY_ROWS = 262_144  # rows copied at a time when dead faces are left out
 
 
 def _scann() -> Any:
@@ -103,23 +117,36 @@ def _native_log() -> Iterator[None]:
 
 
 class Positions:
-    """The id of each ScaNN datapoint, in ScaNN's order, and the way back.
+    """The id of each ScaNN datapoint, in ScaNN's order, and which ones are removed.
 
-    A delete in ScaNN moves its last datapoint into the hole, one index after another
-    in the order given; ``delete`` does the same here. Lookup by id goes through a sorted
-    copy, kept up to date (ids usually arrive in increasing order) or rebuilt lazily.
+    facetrace never asks ScaNN to delete (ScaNN 1.4.2 crashes deleting or replacing a
+    spilled face): a removed face stays in ScaNN, marked dead here and dropped from every
+    result, until ``drop_rows`` leaves it out of ScaNN's files. Lookup by id goes through
+    a sorted copy of the live ids, kept up to date (ids usually arrive in increasing
+    order) or rebuilt lazily.
     """
 
     def __init__(self, ids: np.ndarray | None = None) -> None:
         self.ids = np.empty(0, np.int64) if ids is None else ids
         self.n = int(self.ids.size)
+        self.dead = np.zeros(self.n, bool)
+        self.dead_count = 0
         self._sorted: tuple[np.ndarray, np.ndarray] | None = None
 
+    @property
+    def live_count(self) -> int:
+        return self.n - self.dead_count
+
+    def live(self) -> np.ndarray:
+        """Whether each datapoint is live, in ScaNN's order."""
+        return ~self.dead[: self.n]
+
     def lookup(self, ids: np.ndarray) -> np.ndarray:
-        """The position of each id, or -1."""
+        """The position of each live id, or -1."""
         if self._sorted is None:
-            order = np.argsort(self.ids[: self.n], kind="stable")
-            self._sorted = (self.ids[: self.n][order], order.astype(np.int64))
+            at = np.flatnonzero(self.live())
+            order = np.argsort(self.ids[at], kind="stable")
+            self._sorted = (self.ids[at][order], at[order].astype(np.int64))
         sid, spos = self._sorted
         if sid.size == 0:
             return np.full(ids.size, -1, dtype=np.int64)
@@ -129,39 +156,61 @@ class Positions:
     def append(self, ids: np.ndarray) -> None:
         need = self.n + ids.size
         if need > self.ids.size or not self.ids.flags.writeable:
-            grown = np.empty(max(need, self.n + self.n // 8, 1024), np.int64)
-            grown[: self.n] = self.ids[: self.n]
-            self.ids = grown
+            size = max(need, self.n + self.n // 8, 1024)
+            grown, dead = np.empty(size, np.int64), np.zeros(size, bool)
+            grown[: self.n], dead[: self.n] = self.ids[: self.n], self.dead[: self.n]
+            self.ids, self.dead = grown, dead
         self.ids[self.n : need] = ids
+        self.dead[self.n : need] = False
         self._sorted = extend_sorted(self._sorted, ids, np.arange(self.n, need, dtype=np.int64))
         self.n = need
 
-    def delete(self, positions: np.ndarray) -> list[int]:
-        """Remove the datapoints at ``positions`` as ScaNN will; the order to give it.
-
-        Highest first, so that the datapoint moved into a hole is never one still to be
-        deleted.
-        """
-        order = [int(p) for p in np.sort(positions)[::-1]]
-        if not self.ids.flags.writeable:
-            self.ids = self.ids.copy()
-        gone = self.ids[order].copy()
-        moved: dict[int, int] = {}
-        for p in order:
-            last = self.n - 1
-            if p != last:
-                self.ids[p] = self.ids[last]
-                moved[int(self.ids[p])] = p
-            self.n = last
+    def kill(self, positions: np.ndarray) -> None:
+        """Mark the live datapoints at ``positions`` removed."""
+        self.dead[positions] = True
+        self.dead_count += int(positions.size)
         if self._sorted is not None:
             sid, spos = self._sorted
-            keep = ~np.isin(sid, gone)
-            sid, spos = sid[keep], spos[keep]
-            if moved:
-                at = np.searchsorted(sid, np.fromiter(moved, np.int64, len(moved)))
-                spos[at] = list(moved.values())
-            self._sorted = (sid, spos)
-        return order
+            keep = ~np.isin(spos, positions)
+            self._sorted = (sid[keep], spos[keep])
+
+
+def drop_rows(folder: Path, keep: np.ndarray) -> None:
+    """Leave the datapoints not in ``keep`` out of the ScaNN files in ``folder``.
+
+    Each of ScaNN's ``.npy`` files holds its datapoints in order, one row (or, for the
+    leaves of spilled faces, a fixed number of values) each: the stored vectors, the
+    codes, the leaves. Rows are copied a block at a time, so memory stays small.
+    """
+    n, kept = keep.size, int(keep.sum())
+    for name in sorted(os.listdir(folder)):
+        if not name.endswith(".npy"):
+            continue
+        src = folder / name
+        rows = np.load(src, mmap_mode="r")
+        if rows.ndim == 0 or rows.shape[0] % max(n, 1) or (n == 0 and rows.shape[0]):
+            raise RuntimeError(f"ScaNN's {name} has {rows.shape[0]} rows for {n} faces")
+        width = rows.shape[0] // n if n else 1
+        shape = (kept * width, *rows.shape[1:])
+        tmp = folder / f".{name}.part"
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=rows.dtype, shape=shape)
+        src_rows = rows.reshape(n, width, *rows.shape[1:])
+        out_rows = out.reshape(kept, width, *rows.shape[1:])
+        done = 0
+        for start in range(0, n, _COPY_ROWS):
+            block = src_rows[start : start + _COPY_ROWS][keep[start : start + _COPY_ROWS]]
+            out_rows[done : done + block.shape[0]] = block
+            done += block.shape[0]
+        out.flush()
+        del out, out_rows, rows, src_rows
+        os.replace(tmp, src)
+
+
+def _load(folder: Path) -> Any:
+    """A ScaNN searcher from the files ScaNN wrote in ``folder``."""
+    assets = (folder / "scann_assets.pbtxt").read_text(encoding="utf-8", errors="replace")
+    with _native_log():
+        return _scann().scann_pybind.ScannNumpy(str(folder), assets)
 
 
 class ScannIndex(TrainsLists):
@@ -178,6 +227,7 @@ class ScannIndex(TrainsLists):
         k_factor: int = DEFAULT_K_FACTOR,
         train_at: int = DEFAULT_TRAIN_AT,
         regrow: float = 8.0,
+        spill: int = 1,
         meta: dict[str, Any] | None = None,
     ) -> None:
         check_list_options(
@@ -191,6 +241,9 @@ class ScannIndex(TrainsLists):
         )
         if dim % _BLOCK_DIMS:
             raise ConfigError(f"scann needs an even dimension, not {dim}")
+        if spill not in (0, 1):
+            raise ConfigError(f"scann spill must be 1 (SOAR, a second leaf) or 0, not {spill}")
+        self.spill = spill
         self.dim, self.nlist, self.nprobe_option = dim, nlist, nprobe
         self.nprobe = nprobe or 1  # leaves searched; set from the leaves when trained
         self.k_factor, self.train_at, self.regrow = k_factor, train_at, regrow
@@ -213,6 +266,11 @@ class ScannIndex(TrainsLists):
                 num_leaves_to_search=self._breadth(leaves),
                 training_sample_size=min(n, _SAMPLE_PER_LEAF * leaves),
                 spherical=True,  # unit centres: a face's leaf is the one a query looks in
+                **(
+                    {"soar_lambda": _SPILL_LAMBDA, "overretrieve_factor": _OVERRETRIEVE}
+                    if self.spill
+                    else {}
+                ),
             )
             .score_ah(_BLOCK_DIMS, anisotropic_quantization_threshold=_ANISOTROPIC_THRESHOLD)
             .reorder(10 * self.k_factor)
@@ -221,8 +279,11 @@ class ScannIndex(TrainsLists):
         return str(config), leaves
 
     def _breadth(self, leaves: int) -> int:
-        """Leaves a search looks in: the option, or ``leaves ** BREADTH_POWER``."""
-        default = math.ceil(leaves**BREADTH_POWER - 1e-9)
+        """Leaves a search looks in: the option, or the default for ``leaves``."""
+        if self.spill:
+            default = round(ANCHOR_PROBE * (leaves / ANCHOR_LEAVES) ** SPILL_POWER)
+        else:
+            default = math.ceil(leaves**BREADTH_POWER - 1e-9)
         return max(1, min(self.nprobe_option or default, leaves))
 
     def _train(self) -> None:
@@ -237,6 +298,8 @@ class ScannIndex(TrainsLists):
             self.positions = Positions(ids.copy())
             self._native, self.exact, self._threaded = native, None, False
         else:
+            if self.positions.dead_count:
+                self._compact()
             n = self.positions.n
             config, leaves = self._config(n)
             with _native_log():
@@ -261,7 +324,7 @@ class ScannIndex(TrainsLists):
             # ScaNN appends; anything else would give faces the wrong ids
             raise RuntimeError("ScaNN placed new faces out of order; rebuild the index")
         self.positions.append(id_arr)
-        if self._needs_training(self.positions.n):
+        if self._needs_training(self.positions.live_count):
             self._train()
 
     def remove(self, ids: np.ndarray) -> int:
@@ -272,9 +335,23 @@ class ScannIndex(TrainsLists):
             return self.exact.remove(id_arr)
         at = self.positions.lookup(id_arr)
         at = at[at >= 0]
-        if at.size:
-            self._native.delete(self.positions.delete(at))
+        self.positions.kill(at)
+        if self.positions.dead_count * _COMPACT_SHARE > max(self.positions.live_count, 1):
+            self._compact()
         return int(at.size)
+
+    def _compact(self) -> None:
+        """Leave the dead faces out of ScaNN: its files, rewritten without them, are read
+        back (no training). The searcher is released first, so memory does not double."""
+        keep = self.positions.live()
+        with tempfile.TemporaryDirectory(prefix="facetrace-scann-") as tmp:
+            with _native_log():
+                self._native.serialize(tmp, True)
+            self._native = None
+            drop_rows(Path(tmp), keep)
+            self._native = _load(Path(tmp))
+        self.positions = Positions(self.positions.ids[: keep.size][keep].copy())
+        self._threaded = False
 
     # --- queries ----------------------------------------------------------------
 
@@ -283,43 +360,64 @@ class ScannIndex(TrainsLists):
             return self.exact.search(queries, k)
         q = check_search(queries, k, self.dim)
         out_ids, out_scores = empty_results(q.shape[0], k)
-        if q.shape[0] == 0 or self.positions.n == 0:
+        if q.shape[0] == 0 or self.positions.live_count == 0:
             return out_ids, out_scores
-        pre, leaves = k * self.k_factor, min(self.nprobe, self.leaves)
+        # Dead faces are still in ScaNN: re-rank as many more candidates as there could
+        # be dead among them, and again, with more, wherever fewer than ``k * k_factor``
+        # of them were live.
+        dead, want = self.positions.dead_count, k * self.k_factor
+        extra, rows = min(dead, want), np.arange(q.shape[0])
+        while rows.size:
+            short = [
+                i
+                for i, (at, scores) in zip(rows, self._ask(q[rows], k, extra), strict=True)
+                if self._fill(i, at, scores, out_ids, out_scores, want + extra) < want
+                and extra < dead
+            ]
+            rows, extra = np.array(short, np.int64), min(dead, 4 * extra)
+        return out_ids, out_scores
+
+    def _ask(self, q: np.ndarray, k: int, extra: int) -> list[tuple[Any, Any]]:
+        """ScaNN's ``k * k_factor + extra`` best by code for each query, re-ranked; all
+        of them when there are dead faces (``extra``), else only the best ``k``."""
+        pre, leaves = k * self.k_factor + extra, min(self.nprobe, self.leaves)
+        final = pre if extra else k
         if q.shape[0] == 1:  # ScaNN's one-query call: some 40 µs less than a batch of one
-            at, scores = self._native.search(q[0], k, pre, leaves)
-            self._fill(0, at, scores, out_ids, out_scores)
-            return out_ids, out_scores
+            return [self._native.search(q[0], final, pre, leaves)]
         parallel = q.shape[0] >= _PARALLEL_AT
         if parallel and not self._threaded:  # one thread is ScaNN's default
             self._native.set_num_threads(os.cpu_count() or 1)
             self._threaded = True
-        at, scores = self._native.search_batched(q, k, pre, leaves, parallel, _PARALLEL_AT)
-        for i in range(q.shape[0]):
-            self._fill(i, at[i], scores[i], out_ids, out_scores)
-        return out_ids, out_scores
+        at, scores = self._native.search_batched(q, final, pre, leaves, parallel, _PARALLEL_AT)
+        return list(zip(at, scores, strict=True))
 
     def _fill(
-        self, i: int, at: Any, scores: Any, out_ids: np.ndarray, out_scores: np.ndarray
-    ) -> None:
+        self, i: int, at: Any, scores: Any, out_ids: np.ndarray, out_scores: np.ndarray, pool: int
+    ) -> int:
         """Row ``i`` of the results from ScaNN's positions and scores (best first, NaN
-        after the last face found); equal scores are put in id order."""
+        after the last face found), without dead faces; equal scores are put in id order.
+        Returns the live faces among the ``pool`` re-ranked, or ``pool`` when ScaNN
+        found fewer than that (asking again would find no more)."""
         scores = np.asarray(scores, np.float32)
         found = ~np.isnan(scores)
-        ids, scores = self.positions.ids[np.asarray(at, np.int64)[found]], scores[found]
+        at = np.asarray(at, np.int64)[found]
+        live = ~self.positions.dead[at]
+        ids, scores = self.positions.ids[at[live]], scores[found][live]
         if ids.size > 1 and (scores[1:] >= scores[:-1]).any():
             order = np.lexsort((ids, -scores))
             ids, scores = ids[order], scores[order]
-        out_ids[i, : ids.size] = ids
-        out_scores[i, : ids.size] = scores
+        k = out_ids.shape[1]
+        out_ids[i, : min(k, ids.size)] = ids[:k]
+        out_scores[i, : min(k, ids.size)] = scores[:k]
+        return pool if at.size < pool else ids.size
 
     def __len__(self) -> int:
-        return len(self.exact) if self.exact is not None else self.positions.n
+        return len(self.exact) if self.exact is not None else self.positions.live_count
 
     def ids(self) -> np.ndarray:
         if self.exact is not None:
             return self.exact.ids()
-        return self.positions.ids[: self.positions.n].copy()
+        return self.positions.ids[: self.positions.n][self.positions.live()]
 
     # --- files ------------------------------------------------------------------
 
@@ -330,6 +428,7 @@ class ScannIndex(TrainsLists):
             "k_factor": self.k_factor,
             "train_at": self.train_at,
             "regrow": self.regrow,
+            "spill": self.spill,
             "trained_size": self.trained_size,
             "leaves": self.leaves,
         }
@@ -346,7 +445,10 @@ class ScannIndex(TrainsLists):
         try:
             with _native_log():
                 self._native.serialize(str(scratch), True)
-            ids = self.positions.ids[: self.positions.n]
+            live = self.positions.live()
+            if self.positions.dead_count:  # the files hold live faces only
+                drop_rows(scratch, live)
+            ids = self.positions.ids[: self.positions.n][live]
 
             def write_ids(tmp: Path) -> None:
                 with open(tmp, "wb") as f:
@@ -355,7 +457,7 @@ class ScannIndex(TrainsLists):
             writers: dict[str, Any] = {"ids.npy": write_ids}
             for name in sorted(os.listdir(scratch)):
                 writers[_PREFIX + name] = lambda tmp, src=scratch / name: os.replace(src, tmp)
-            self._write(path, self.positions.n, writers)
+            self._write(path, ids.size, writers)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 
@@ -382,6 +484,7 @@ class ScannIndex(TrainsLists):
                 k_factor=int(p["k_factor"]),
                 train_at=int(p["train_at"]),
                 regrow=float(p["regrow"]),
+                spill=int(p.get("spill", 0)),  # indexes saved before the option: none
                 meta=saved.meta,
             )
             index.trained_size, index.leaves = int(p["trained_size"]), int(p["leaves"])
@@ -398,11 +501,8 @@ class ScannIndex(TrainsLists):
         with tempfile.TemporaryDirectory(prefix="facetrace-scann-") as tmp:
             for name, data in own.items():
                 os.symlink(data.resolve(), Path(tmp) / name)
-            assets_file = Path(tmp) / "scann_assets.pbtxt"
-            assets = assets_file.read_text(encoding="utf-8", errors="replace")
             try:
-                with _native_log():
-                    native = _scann().scann_pybind.ScannNumpy(tmp, assets)
+                native = _load(Path(tmp))
             except (RuntimeError, ValueError, MemoryError) as exc:
                 raise corrupt(saved.path, f"ScaNN cannot read it: {exc}") from None
         if native.size() != saved.count:
