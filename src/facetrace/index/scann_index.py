@@ -318,6 +318,7 @@ class ScannIndex(TrainsLists):
                 self._train()
             return
         self.remove(id_arr)
+        self._use_all_cores()  # ScaNN codes a batch of faces on its threads
         got = np.asarray(self._native.upsert([None] * id_arr.size, vec_arr, _ADD_BATCH))
         start = self.positions.n
         if not np.array_equal(got, np.arange(start, start + id_arr.size)):
@@ -370,12 +371,19 @@ class ScannIndex(TrainsLists):
         while rows.size:
             short = [
                 i
-                for i, (at, scores) in zip(rows, self._ask(q[rows], k, extra), strict=True)
+                for i, (at, scores) in zip(rows.tolist(), self._ask(q[rows], k, extra), strict=True)
                 if self._fill(i, at, scores, out_ids, out_scores, want + extra) < want
                 and extra < dead
             ]
             rows, extra = np.array(short, np.int64), min(dead, 4 * extra)
         return out_ids, out_scores
+
+    def _use_all_cores(self) -> None:
+        """Give ScaNN a thread per core (one is its default) for batches of queries and
+        of added faces; a single query still runs on one."""
+        if not self._threaded:
+            self._native.set_num_threads(os.cpu_count() or 1)
+            self._threaded = True
 
     def _ask(self, q: np.ndarray, k: int, extra: int) -> list[tuple[Any, Any]]:
         """ScaNN's ``k * k_factor + extra`` best by code for each query, re-ranked; all
@@ -385,9 +393,8 @@ class ScannIndex(TrainsLists):
         if q.shape[0] == 1:  # ScaNN's one-query call: some 40 µs less than a batch of one
             return [self._native.search(q[0], final, pre, leaves)]
         parallel = q.shape[0] >= _PARALLEL_AT
-        if parallel and not self._threaded:  # one thread is ScaNN's default
-            self._native.set_num_threads(os.cpu_count() or 1)
-            self._threaded = True
+        if parallel:
+            self._use_all_cores()
         at, scores = self._native.search_batched(q, final, pre, leaves, parallel, _PARALLEL_AT)
         return list(zip(at, scores, strict=True))
 
