@@ -56,7 +56,8 @@ SETTINGS: tuple[Setting, ...] = (
         "index_options",
         "FACETRACE_INDEX_OPTIONS",
         "Options of the index backend, key=value,...; applied when an index is built "
-        "(facetrace reindex rebuilds the others). scann: nprobe, nlist, k_factor; ivf-pq: "
+        "(facetrace reindex rebuilds the others). scann: nprobe, nlist, k_factor, spill; "
+        "ivf-pq: "
         "refine=fp16 (half the memory), nprobe, nlist, k_factor, m; ivf: codec=fp16|sq8, "
         "nprobe, nlist; usearch: dtype, connectivity, expansion_add, expansion_search.",
     ),
