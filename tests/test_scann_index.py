@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from facetrace.errors import ConfigError, IndexCorruptError
-from facetrace.index import create_index, open_index
+from facetrace.index import create_index, open_index, scann_index
 from facetrace.index.base import read_saved
 from facetrace.index.scann_index import Positions, ScannIndex, auto_nlist
 from tests.test_faiss_ivf import TRAIN_AT, recall_at_10
@@ -171,6 +171,34 @@ def test_many_removals_leave_the_dead_out_of_scann() -> None:
     index.add(gone[:10], vectors[gone[:10]])  # back, appended after the compaction
     finds_itself(index, gone[:10], vectors[gone[:10]])
     assert len(index) == 3209
+
+
+def test_a_failed_compaction_keeps_the_index_as_it_was(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    index, vectors = trained()
+
+    def disk_full(folder: Path, keep: np.ndarray, into: Path | None = None) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(scann_index, "drop_rows", disk_full)
+    with pytest.raises(OSError, match="space"):
+        index.remove(np.arange(0, 4000, 2))  # past a quarter: compaction, which fails
+    assert len(index) == 2000 and index.positions.dead_count == 2000  # still removed
+    assert not np.isin(index.search(vectors[::7], 10)[0], np.arange(0, 4000, 2)).any()
+    finds_itself(index, np.arange(1, 4000, 2), vectors[1::2])
+    monkeypatch.undo()
+    index.remove(np.array([1]))  # compacts now
+    assert index.positions.n == len(index) == 1999
+    finds_itself(index, np.arange(3, 4000, 2), vectors[3::2])
+    # ScaNN files whose rows do not match the faces are refused before any is written
+    folder = tmp_path / "files"
+    folder.mkdir()
+    np.save(folder / "a.npy", np.zeros((4, 2), np.float32))
+    np.save(folder / "b.npy", np.zeros((5,), np.int32))
+    with pytest.raises(RuntimeError, match=r"b\.npy"):
+        scann_index.drop_rows(folder, np.array([True, False, True, True]))
+    assert np.load(folder / "a.npy").shape == (4, 2)
 
 
 def test_without_spill_search_and_removal_work_the_same(tmp_path: Path) -> None:

@@ -175,35 +175,42 @@ class Positions:
             self._sorted = (sid[keep], spos[keep])
 
 
-def drop_rows(folder: Path, keep: np.ndarray) -> None:
-    """Leave the datapoints not in ``keep`` out of the ScaNN files in ``folder``.
+def drop_rows(folder: Path, keep: np.ndarray, into: Path | None = None) -> None:
+    """Leave the datapoints not in ``keep`` out of the ScaNN files in ``folder``, in
+    place or written ``into`` another folder (with ScaNN's other files copied there).
 
     Each of ScaNN's ``.npy`` files holds its datapoints in order, one row (or, for the
     leaves of spilled faces, a fixed number of values) each: the stored vectors, the
-    codes, the leaves. Rows are copied a block at a time, so memory stays small.
+    codes, the leaves. Every file is checked before any is written; rows are copied a
+    block at a time, so memory stays small.
     """
     n, kept = keep.size, int(keep.sum())
+    arrays = {}
     for name in sorted(os.listdir(folder)):
         if not name.endswith(".npy"):
+            if into is not None:
+                shutil.copyfile(folder / name, into / name)
             continue
-        src = folder / name
-        rows = np.load(src, mmap_mode="r")
-        if rows.ndim == 0 or rows.shape[0] % max(n, 1) or (n == 0 and rows.shape[0]):
-            raise RuntimeError(f"ScaNN's {name} has {rows.shape[0]} rows for {n} faces")
-        width = rows.shape[0] // n if n else 1
-        shape = (kept * width, *rows.shape[1:])
-        tmp = folder / f".{name}.part"
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=rows.dtype, shape=shape)
-        src_rows = rows.reshape(n, width, *rows.shape[1:])
-        out_rows = out.reshape(kept, width, *rows.shape[1:])
+        rows = np.load(folder / name, mmap_mode="r")
+        if rows.ndim == 0 or n == 0 or rows.shape[0] % n:
+            raise RuntimeError(f"ScaNN's {name} has shape {rows.shape} for {n} faces")
+        arrays[name] = rows
+    for name, rows in arrays.items():
+        width, rest = rows.shape[0] // n, rows.shape[1:]
+        dest = (into or folder) / name
+        tmp = dest.with_name(f".{name}.part")
+        out = np.lib.format.open_memmap(
+            tmp, mode="w+", dtype=rows.dtype, shape=(kept * width, *rest)
+        )
+        src_rows, out_rows = rows.reshape(n, width, *rest), out.reshape(kept, width, *rest)
         done = 0
         for start in range(0, n, _COPY_ROWS):
             block = src_rows[start : start + _COPY_ROWS][keep[start : start + _COPY_ROWS]]
             out_rows[done : done + block.shape[0]] = block
             done += block.shape[0]
         out.flush()
-        del out, out_rows, rows, src_rows
-        os.replace(tmp, src)
+        del out, out_rows, src_rows
+        os.replace(tmp, dest)
 
 
 def _load(folder: Path) -> Any:
@@ -342,17 +349,24 @@ class ScannIndex(TrainsLists):
         return int(at.size)
 
     def _compact(self) -> None:
-        """Leave the dead faces out of ScaNN: its files, rewritten without them, are read
-        back (no training). The searcher is released first, so memory does not double."""
+        """Leave the dead faces out of ScaNN: its files, written again without them, are
+        read back (no training). The searcher is released first, so memory does not
+        double; if the new files cannot be written or read, the old ones are read back."""
         keep = self.positions.live()
         with tempfile.TemporaryDirectory(prefix="facetrace-scann-") as tmp:
+            old, new = Path(tmp, "old"), Path(tmp, "new")
+            old.mkdir()
+            new.mkdir()
             with _native_log():
-                self._native.serialize(tmp, True)
-            self._native = None
-            drop_rows(Path(tmp), keep)
-            self._native = _load(Path(tmp))
+                self._native.serialize(str(old), True)
+            self._native, self._threaded = None, False
+            try:
+                drop_rows(old, keep, into=new)
+                self._native = _load(new)
+            except BaseException:
+                self._native = _load(old)
+                raise
         self.positions = Positions(self.positions.ids[: keep.size][keep].copy())
-        self._threaded = False
 
     # --- queries ----------------------------------------------------------------
 
