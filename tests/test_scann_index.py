@@ -50,11 +50,11 @@ def test_default_breadth_follows_the_leaves(tmp_path: Path) -> None:
     assert trained(nprobe=None, spill=0)[0].nprobe == 23  # 64 ** 0.75 = 22.6
     assert ScannIndex(DIM, spill=0)._breadth(16_384) == 1449
     index, _ = trained(nprobe=None)
-    assert index.leaves == 64 and index.nprobe == 19  # 256 * (64 / 4096) ** 0.62
-    assert index._breadth(4096) == 256 and index._breadth(16_384) == 605
+    assert index.leaves == 64 and index.nprobe == 22  # 256 * (64 / 4096) ** 0.585
+    assert index._breadth(4096) == 256 and index._breadth(16_384) == 576
     index.save(tmp_path / "g.index")
     opened = open_index("scann", tmp_path / "g.index", DIM)
-    assert isinstance(opened, ScannIndex) and opened.nprobe == 19
+    assert isinstance(opened, ScannIndex) and opened.nprobe == 22
     assert opened.nprobe_option is None
 
 

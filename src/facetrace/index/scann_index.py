@@ -14,7 +14,7 @@ stored float32 vectors, so the scores returned are exact cosines.
   on its own sample, and codes every face. Past ``regrow`` times that size, the next
   add trains again (ScaNN's ``rebalance``) with leaves for the new size.
 - A search scores the faces of the ``nprobe`` leaves nearest the query: by default a
-  sixteenth of 4,096 leaves (a million faces) and 605 of 16,384 (ten million), for
+  sixteenth of 4,096 leaves (a million faces) and 576 of 16,384 (ten million), for
   recall@10 about 0.99 on face embeddings at both sizes (``leaves ** 0.75`` without
   spill); the finer the leaves, the smaller the share a query needs.
 - Each face is also stored in a second leaf (``spill=1``, the default; ScaNN's SOAR):
@@ -70,8 +70,8 @@ log = logging.getLogger(__name__)
 
 BREADTH_POWER = 0.75  # the default nprobe without spill is leaves ** BREADTH_POWER
 # With spill, ANCHOR_PROBE of ANCHOR_LEAVES leaves, scaled by (leaves / ANCHOR_LEAVES) **
-# SPILL_POWER: 256 of 4,096 (1M faces) and 605 of 16,384 (10M), recall@10 about 0.99.
-ANCHOR_LEAVES, ANCHOR_PROBE, SPILL_POWER = 4096, 256, 0.62
+# SPILL_POWER: 256 of 4,096 (1M faces) and 576 of 16,384 (10M), recall@10 about 0.99.
+ANCHOR_LEAVES, ANCHOR_PROBE, SPILL_POWER = 4096, 256, 0.585
 DEFAULT_K_FACTOR = 40  # re-rank the best 400 by code for a top 10
 MIN_NLIST, MAX_NLIST = 64, 16_384
 _SAMPLE_PER_LEAF = 64  # k-means sample size per leaf
