@@ -30,9 +30,9 @@ stored float32 vectors, so the scores returned are exact cosines.
   back. Upsert is remove then add.
 
 Files: ``ids.npy`` (the id of each of ScaNN's datapoints, in its order, none dead) and
-ScaNN's own files as ``scann.<name>``, under the manifest of ``facetrace.index.base``. Opening
-reads them all (ScaNN does not map files); the manifest's sizes and SHA-256 are checked
-first, because a damaged file can crash ScaNN's reader. ScaNN's C++ log lines go to
+ScaNN's own files as ``scann.<name>``, under the manifest of ``facetrace.index.base``.
+Opening reads them all (ScaNN does not map files); the manifest's sizes and SHA-256 are
+checked first, because a damaged file can crash ScaNN's reader. ScaNN's C++ log lines go to
 this module's logger at debug level, not to the terminal.
 """
 
