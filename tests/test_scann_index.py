@@ -214,14 +214,6 @@ def test_without_spill_search_and_removal_work_the_same(tmp_path: Path) -> None:
     assert trained()[0]._native.config().count("database_spilling") == 1  # the default
 
 
-def exact_over(
-    ids: np.ndarray, vectors: np.ndarray, queries: np.ndarray, k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    reference = create_index("exact", DIM)
-    reference.add(ids, vectors)
-    return reference.search(queries, k)
-
-
 @pytest.mark.parametrize("mmap", [True, False], ids=["mmap", "read"])
 def test_save_open_roundtrip(tmp_path: Path, mmap: bool) -> None:
     index, vectors = trained()
