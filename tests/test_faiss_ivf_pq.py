@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from facetrace.errors import ConfigError, IndexCorruptError
-from facetrace.index import create_index, open_index
+from facetrace.index import open_index
 from facetrace.index.base import read_saved
 from facetrace.index.faiss_ivf_pq import FaissIvfPqIndex
 from tests.test_faiss_ivf import TRAIN_AT, recall_at_10
-from tests.test_index_contract import DIM, faces, unit
+from tests.test_index_contract import DIM, faces, matches_exact_below_training, unit
 
 
 def trained(n: int = 4000, **options: object) -> tuple[FaissIvfPqIndex, np.ndarray]:
@@ -99,17 +99,7 @@ def test_a_damaged_faiss_file_raises_index_corrupt(tmp_path: Path) -> None:
 
 
 def test_exact_below_the_threshold_matches_the_exact_backend() -> None:
-    vectors = faces(500, seed=23)
-    ids = np.arange(500, dtype=np.int64) * 5
-    index = create_index("ivf-pq", DIM)
-    index.add(ids, vectors)
-    reference = create_index("exact", DIM)
-    reference.add(ids, vectors)
-    queries = faces(40, seed=24)
-    got, got_scores = index.search(queries, 10)
-    want, want_scores = reference.search(queries, 10)
-    np.testing.assert_array_equal(got, want)
-    np.testing.assert_allclose(got_scores, want_scores, atol=1e-5)
+    matches_exact_below_training("ivf-pq", seed=23)
 
 
 def test_faces_added_after_removals_are_found() -> None:

@@ -72,6 +72,23 @@ def filled(backend: str, n: int = 300, seed: int = 0) -> tuple[VectorIndex, np.n
     return index, vectors
 
 
+def matches_exact_below_training(backend: str, seed: int) -> VectorIndex:
+    """A ``backend`` index of 500 faces (below its training threshold), which must give
+    the exact backend's ids and scores; returned for further checks."""
+    vectors = faces(500, seed=seed)
+    ids = np.arange(500, dtype=np.int64) * 5
+    index = create_index(backend, DIM)
+    index.add(ids, vectors)
+    reference = create_index("exact", DIM)
+    reference.add(ids, vectors)
+    queries = faces(40, seed=seed + 1)
+    got, got_scores = index.search(queries, 10)
+    want, want_scores = reference.search(queries, 10)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_allclose(got_scores, want_scores, atol=1e-5)
+    return index
+
+
 def test_public_surface() -> None:
     assert facetrace.index.__all__ == [
         "BACKENDS",

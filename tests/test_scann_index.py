@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 
 from facetrace.errors import ConfigError, IndexCorruptError
-from facetrace.index import create_index, open_index, scann_index
+from facetrace.index import open_index, scann_index
 from facetrace.index.base import read_saved
 from facetrace.index.scann_index import Positions, ScannIndex, auto_nlist
 from tests.test_faiss_ivf import TRAIN_AT, recall_at_10
-from tests.test_index_contract import DIM, faces, unit
+from tests.test_index_contract import DIM, faces, matches_exact_below_training, unit
 
 
 def trained(n: int = 4000, **options: object) -> tuple[ScannIndex, np.ndarray]:
@@ -263,17 +263,7 @@ def test_a_damaged_scann_file_raises_index_corrupt(tmp_path: Path, verify: bool)
 
 
 def test_exact_below_the_threshold_matches_the_exact_backend(tmp_path: Path) -> None:
-    vectors = faces(500, seed=34)
-    ids = np.arange(500, dtype=np.int64) * 5
-    index = create_index("scann", DIM)
-    index.add(ids, vectors)
-    reference = create_index("exact", DIM)
-    reference.add(ids, vectors)
-    queries = faces(40, seed=35)
-    got, got_scores = index.search(queries, 10)
-    want, want_scores = reference.search(queries, 10)
-    np.testing.assert_array_equal(got, want)
-    np.testing.assert_allclose(got_scores, want_scores, atol=1e-5)
+    index = matches_exact_below_training("scann", seed=34)
     index.save(tmp_path / "small.index")
     saved = read_saved(tmp_path / "small.index", backend="scann", dim=DIM)
     assert set(saved.files) == {"ids.npy", "vectors.npy"}
