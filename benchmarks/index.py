@@ -52,7 +52,10 @@ adds never retrain; ``--ivf-max-nlist`` lowers that cap. Measured here, more lis
 lower the share of the gallery a query must scan for recall@10 0.99 (about 1/8 from 1,024
 to 16,384 lists), while the flat coarse quantizer's training and adding cost grows with
 ``n * nlist * 128``. ``--resume`` keeps the variants an interrupted run already measured.
-``--ivf-nlist backend`` lets the index grow and retrain as facetrace would.
+``--ivf-nlist backend`` lets the index grow and retrain as an ingest would; ``--ivf-nlist
+expect`` tells it the final size instead, as ``facetrace reindex`` does (the backend's own
+rule, trained once on its first full sample). ``--build-batch 20000`` adds the gallery in
+the batches a rebuild reads from the database (default: a million).
 
 faiss-cpu's wheel bundles OpenBLAS 0.3.15, which takes this machine's AVX-512 Xeon for a
 "Prescott" and multiplies matrices at a third of the speed (25 vs 65 GFLOPS: k-means
@@ -422,13 +425,13 @@ def options_for(variant: Variant, path: Path) -> dict[str, Any]:
     return opts
 
 
-def new_adapter(variant: Variant, path: Path, ivf_nlist: int | None) -> Adapter:
+def new_adapter(variant: Variant, path: Path, sizing: dict[str, int]) -> Adapter:
     if variant.kind == "facetrace":
         from facetrace.index import create_index
 
         opts = options_for(variant, path)
-        if variant.backend in LISTED and ivf_nlist:
-            opts["nlist"] = ivf_nlist
+        if variant.backend in LISTED:
+            opts.update(sizing)
         return Adapter(variant, create_index(variant.backend, DIM, **opts))
     import faiss
 
@@ -454,20 +457,22 @@ def open_adapter(variant: Variant, path: Path, verify: bool) -> Adapter:
     return Adapter(variant, index, inner)
 
 
-def child_build(variant: Variant, data: Data, index_path: Path, ivf_nlist: int | None) -> dict:
+def child_build(
+    variant: Variant, data: Data, index_path: Path, sizing: dict[str, int], batch: int
+) -> dict:
     import faiss
 
     faiss.omp_set_num_threads(os.cpu_count() or 1)
     out: dict[str, Any] = {}
     load_libraries(variant)
-    adapter = new_adapter(variant, index_path, ivf_nlist)
+    adapter = new_adapter(variant, index_path, sizing)
     before = live_rss()
     vectors = data.path("vectors.npy")
     t = time.perf_counter()
-    for start in range(0, data.n, BUILD_BATCH):
-        stop = min(start + BUILD_BATCH, data.n)
+    for start in range(0, data.n, batch):
+        stop = min(start + batch, data.n)
         adapter.add(np.arange(start, stop, dtype=np.int64), read_rows(vectors, start, stop))
-        if data.n > BUILD_BATCH:
+        if data.n > BUILD_BATCH and stop % BUILD_BATCH < batch:
             say(f"  {variant.name}: {stop:,} added, {time.perf_counter() - t:.0f} s")
     out["build_s"] = time.perf_counter() - t
     out["rss_build"] = live_rss()
@@ -694,7 +699,7 @@ def measure(variant: Variant, data: Data, args: argparse.Namespace) -> dict[str,
         (
             "build",
             child_build,
-            (variant, data, path, ivf_nlist(data.n, args, variant.backend)),
+            (variant, data, path, sizing(data.n, args, variant.backend), args.build_batch),
             None,
         ),
         ("batch", child_batch, (variant, data, path), None),
@@ -724,10 +729,19 @@ def measure(variant: Variant, data: Data, args: argparse.Namespace) -> dict[str,
     return result
 
 
+def sizing(n: int, args: argparse.Namespace, backend: str = "ivf") -> dict[str, int]:
+    """What a list-trained facetrace backend is told of ``n`` faces: its lists, the size
+    to train for (``expect``), or nothing (it grows and retrains)."""
+    if args.ivf_nlist == "expect":
+        return {"expect": n}
+    lists = ivf_nlist(n, args, backend)
+    return {"nlist": lists} if lists else {}
+
+
 def ivf_nlist(n: int, args: argparse.Namespace, backend: str = "ivf") -> int | None:
-    """The lists for ``n`` faces (None: let the backend grow and retrain); ``scann`` has
-    its own rule and cap, the FAISS backends share theirs."""
-    if args.ivf_nlist == "backend":
+    """The lists for ``n`` faces (None: the backend's choice); ``scann`` has its own rule
+    and cap, the FAISS backends share theirs."""
+    if args.ivf_nlist in ("backend", "expect"):
         return None
     if args.ivf_nlist == "auto":
         if backend == "scann":
@@ -1037,7 +1051,14 @@ def main(argv: list[str] | None = None) -> int:
         default="auto",
         help="ivf lists: auto (the backend's rule for the final size, at most "
         "--ivf-max-nlist, passed up front so batch adds never retrain), backend (let it "
-        "grow and retrain as it would in facetrace), or a number",
+        "grow and retrain as an ingest would), expect (told the final size, as "
+        "facetrace reindex does), or a number",
+    )
+    parser.add_argument(
+        "--build-batch",
+        type=int,
+        default=BUILD_BATCH,
+        help="faces added at a time while building (a rebuild reads 20,000 at a time)",
     )
     parser.add_argument("--ivf-max-nlist", type=int, default=4096, help="cap for auto")
     parser.add_argument("--openblas-coretype", default="auto", help="auto, none or a name")
@@ -1062,10 +1083,10 @@ def main(argv: list[str] | None = None) -> int:
         f"- data: `facetrace.evaluation.synthetic` mode {args.mode}, seed {args.seed}, "
         f"{args.faces_per_identity} faces per identity; {args.queries:,} mated queries, k={K}",
         f"- OPENBLAS_CORETYPE={coretype} (faiss's bundled OpenBLAS); ivf nlist "
-        + ", ".join(f"{ivf_nlist(n, args) or 'backend'} at {n:,}" for n in sizes)
+        + ", ".join(f"{ivf_nlist(n, args) or args.ivf_nlist} at {n:,}" for n in sizes)
         + ("; scann leaves " if "scann" in names else "")
         + ", ".join(
-            f"{ivf_nlist(n, args, 'scann') or 'backend'} at {n:,}"
+            f"{ivf_nlist(n, args, 'scann') or args.ivf_nlist} at {n:,}"
             for n in (sizes if "scann" in names else [])
         ),
         "",

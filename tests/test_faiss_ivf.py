@@ -172,6 +172,33 @@ def test_fixed_nlist_trains_once_it_has_enough_points() -> None:
     assert index.trained_size == 1000 and index._params()["nlist"] == 16  # never retrains
 
 
+def lists(index: object) -> int:
+    """How many k-means lists (ScaNN: leaves) a trained index has."""
+    if hasattr(index, "leaves"):
+        return int(index.leaves)
+    return int(index._params()["nlist"])  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("backend", ["ivf", "ivf-pq", "scann"])
+def test_an_index_told_its_size_trains_once_for_it(backend: str) -> None:
+    """A rebuild knows how many faces it adds: the lists are trained once, for all of
+    them, not at ``train_at`` for a few (and again as the index grows)."""
+    vectors = faces(8000, people=400, seed=16)
+    sized = create_index(backend, DIM, expect=8000, train_at=1000)
+    grown = create_index(backend, DIM, train_at=1000)
+    seen = set()
+    for start in range(0, 8000, 500):
+        for index in (sized, grown):
+            index.add(np.arange(start, start + 500), vectors[start : start + 500])
+        seen.add(sized.trained_size)  # type: ignore[attr-defined]
+    assert seen == {0, 8000} and grown.trained_size == 1000  # type: ignore[attr-defined]
+    assert lists(sized) == sized._auto_nlist(8000) == 128  # type: ignore[attr-defined]
+    assert lists(grown) == 16
+    finds = sized.search(vectors[::40], 1)[0][:, 0]
+    assert (finds == np.arange(0, 8000, 40)).mean() >= 0.95
+    assert create_index("exact", DIM, expect=8000).search(vectors[:1], 1)[0].shape == (1, 1)
+
+
 def test_training_is_reproducible() -> None:
     first, _ = trained()
     second, _ = trained()

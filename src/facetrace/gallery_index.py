@@ -60,17 +60,18 @@ class GalleryIndexes:
     def load(self, session: Session, gallery: Gallery, model: str) -> VectorIndex:
         """The gallery's index for ``model``, consistent with the database."""
         path = self.path(gallery, model)
+        truth = store.tally(session, gallery.id, model)
         if path.exists():
             index = open_index(self.backend, path, self.dim)
-        else:
-            index = create_index(self.backend, self.dim, **self._options(gallery, model))
+        else:  # built from the database: sized for it
+            opts = self._options(gallery, model)
+            index = create_index(self.backend, self.dim, expect=truth.faces, **opts)
         meta = index.meta
         stale = len(index) > 0 and (
             meta.get("generation") != gallery.generation or meta.get("model") != model
         )
         if stale:
             return self.rebuild(session, gallery, model)
-        truth = store.tally(session, gallery.id, model)
         changed = False
         if truth.max_face_id > int(meta.get("max_id", 0)):
             changed = self._catch_up(session, gallery, model, index)
@@ -91,8 +92,11 @@ class GalleryIndexes:
         return changed
 
     def rebuild(self, session: Session, gallery: Gallery, model: str) -> VectorIndex:
-        """A fresh index built from every vector of the gallery in the database."""
-        index = create_index(self.backend, self.dim, **self._options(gallery, model))
+        """A fresh index built from every vector of the gallery in the database, sized
+        for their number (lists trained once, for the whole gallery)."""
+        expect = store.tally(session, gallery.id, model).faces
+        opts = self._options(gallery, model)
+        index = create_index(self.backend, self.dim, expect=expect, **opts)
         index.meta.update(max_id=0)
         self._catch_up(session, gallery, model, index)
         self.save(gallery, model, index)

@@ -11,7 +11,8 @@ Public surface (pinned by ``tests/test_index_contract.py``):
   ScaNN's leaves of 4-bit anisotropic codes, re-ranked exactly) and ``"milvus"`` (a Milvus
   server or Milvus Lite, for deployments past one machine). Backends that need an optional
   library are imported on first use.
-- ``create_index(backend, dim)``: a new empty index.
+- ``create_index(backend, dim, expect=0)``: a new empty index; ``expect`` faces about to
+  be added size the backends trained on k-means lists.
 - ``open_index(backend, path, dim)``: the index saved at ``path``, or a new empty one
   when nothing is there; ``IndexCorruptError`` when the files are damaged or were made
   by another backend or for another dimension.
@@ -24,6 +25,7 @@ Unknown backends raise ``ConfigError``. Which backend to choose, and why, is in
 from __future__ import annotations
 
 import importlib
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -66,9 +68,14 @@ def _class(backend: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-def create_index(backend: str, dim: int, **options: Any) -> VectorIndex:
-    """A new empty index. ``options`` go to the backend (e.g. ``dtype="i8"`` for usearch)."""
-    index: VectorIndex = _class(backend)(dim, **options)
+def create_index(backend: str, dim: int, *, expect: int = 0, **options: Any) -> VectorIndex:
+    """A new empty index. ``options`` go to the backend (e.g. ``dtype="i8"`` for usearch).
+    ``expect``, how many faces are about to be added, goes to the backends that size
+    themselves by it (those trained on k-means lists), and to no other."""
+    cls = _class(backend)
+    if expect and "expect" in inspect.signature(cls).parameters:
+        options["expect"] = expect
+    index: VectorIndex = cls(dim, **options)
     return index
 
 

@@ -104,11 +104,23 @@ def check_list_options(backend: str, dim: int, **options: float | None) -> None:
 
 
 def needs_training(
-    total: int, *, trained_size: int, train_at: int, nlist: int | None, regrow: float
+    total: int,
+    *,
+    trained_size: int,
+    train_at: int,
+    nlist: int | None,
+    regrow: float,
+    expect: int = 0,
+    planned: int = 0,
 ) -> bool:
-    """Whether ``total`` vectors call for (new) centroids: the first, or regrown."""
-    if trained_size == 0:  # a fixed nlist waits for enough points to train it
-        return total >= max(train_at, _MIN_POINTS_PER_LIST * (nlist or 0))
+    """Whether ``total`` vectors call for (new) centroids: the first, or regrown.
+
+    ``planned`` lists for ``expect`` vectors (a rebuild, which knows its size) wait for a
+    full k-means sample, or for all of them."""
+    if trained_size == 0:
+        if planned:
+            return total >= max(train_at, min(expect, _POINTS_PER_LIST * planned))
+        return total >= max(train_at, _MIN_POINTS_PER_LIST * (nlist or 0))  # enough to train
     return nlist is None and total > regrow * trained_size
 
 
@@ -122,20 +134,42 @@ def training_sample(n: int, nlist: int) -> np.ndarray | None:
 
 
 class TrainsLists:
-    """What the backends built on k-means lists share: when to (re)train them."""
+    """What the backends built on k-means lists share: when to (re)train them, and how
+    many lists.
+
+    ``expect`` (a constructor argument, not saved) is how many vectors the caller is about
+    to add: a rebuild from the database knows it. The lists are then trained once, for
+    that size, instead of at ``train_at`` and again each time the index grows ``regrow``
+    times; ``trained_size`` records the size they were chosen for.
+    """
 
     trained_size: int
     train_at: int
     nlist: int | None
     regrow: float
+    expect: int = 0
+
+    def _auto_nlist(self, n: int) -> int:
+        return auto_nlist(n)
+
+    def _lists_for(self, n: int) -> int:
+        """Lists to train on ``n`` vectors: the option, or for ``n`` or ``expect``."""
+        return self.nlist or self._auto_nlist(max(n, self.expect))
+
+    def _trained_for(self, n: int) -> int:
+        """The ``trained_size`` of lists trained on ``n`` vectors."""
+        return max(n, self.expect)
 
     def _needs_training(self, total: int) -> bool:
+        planned = self._auto_nlist(self.expect) if self.expect and not self.nlist else 0
         return needs_training(
             total,
             trained_size=self.trained_size,
             train_at=self.train_at,
             nlist=self.nlist,
             regrow=self.regrow,
+            expect=self.expect,
+            planned=planned,
         )
 
 
@@ -153,9 +187,18 @@ class FaissIvfIndex(TrainsLists):
         nprobe: int | None = None,
         train_at: int = DEFAULT_TRAIN_AT,
         regrow: float = 8.0,
+        expect: int = 0,
         meta: dict[str, Any] | None = None,
     ) -> None:
-        check_list_options("ivf", dim, nlist=nlist, nprobe=nprobe, train_at=train_at, regrow=regrow)
+        check_list_options(
+            "ivf",
+            dim,
+            nlist=nlist,
+            nprobe=nprobe,
+            train_at=train_at,
+            regrow=regrow,
+            expect=expect or None,
+        )
         if codec not in CODECS:
             raise ConfigError(f"ivf codec must be one of {', '.join(CODECS)}, not {codec!r}")
         self.dim = dim
@@ -163,9 +206,9 @@ class FaissIvfIndex(TrainsLists):
         self.nlist = nlist  # None: chosen from the size at training
         self.nprobe = nprobe or DEFAULT_NPROBE  # lists a search scans; callers may set it
         self.train_at = train_at
-        self.regrow = regrow
+        self.regrow, self.expect = regrow, expect
         self.meta: dict[str, Any] = dict(meta or {})
-        self.trained_size = 0  # vectors the centroids were trained on; 0 while exact
+        self.trained_size = 0  # vectors the centroids were trained for; 0 while exact
         self._index: Any = _exact_index(dim)
         self._mapped = False  # inverted lists and centroids are views of a file
 
@@ -207,7 +250,7 @@ class FaissIvfIndex(TrainsLists):
         ids[n_old:], vectors[n_old:] = new_ids, new_vectors
         self._index, self.trained_size = _exact_index(self.dim), 0
         try:
-            nlist = self.nlist or auto_nlist(n)
+            nlist = self._lists_for(n)
             index = _ivf_index(self.dim, nlist, self.codec)
             picked = training_sample(n, nlist)
             sample = vectors if picked is None else vectors[picked]
@@ -217,7 +260,7 @@ class FaissIvfIndex(TrainsLists):
         except BaseException:
             self._index.add_with_ids(vectors, ids)
             raise
-        self._index, self.trained_size = index, n
+        self._index, self.trained_size = index, self._trained_for(n)
 
     def _writable(self) -> Any:
         """The FAISS index, first copied into memory if it is a view of a file."""

@@ -48,7 +48,6 @@ from facetrace.index.faiss_ivf import (
     DEFAULT_TRAIN_AT,
     TRAIN_SEED,
     TrainsLists,
-    auto_nlist,
     check_list_options,
     training_sample,
 )
@@ -156,6 +155,7 @@ class FaissIvfPqIndex(TrainsLists):
         refine: str = "f32",
         train_at: int = DEFAULT_TRAIN_AT,
         regrow: float = 8.0,
+        expect: int = 0,
         meta: dict[str, Any] | None = None,
     ) -> None:
         check_list_options(
@@ -166,6 +166,7 @@ class FaissIvfPqIndex(TrainsLists):
             k_factor=k_factor,
             train_at=train_at,
             regrow=regrow,
+            expect=expect or None,
         )
         m = m or dim
         if m < 2 or m % 2 or dim % m:
@@ -175,6 +176,7 @@ class FaissIvfPqIndex(TrainsLists):
         self.dim, self.m, self.nlist, self.refine = dim, m, nlist, refine
         self.nprobe = nprobe or DEFAULT_NPROBE
         self.k_factor, self.train_at, self.regrow = k_factor, train_at, regrow
+        self.expect = expect
         self.meta: dict[str, Any] = dict(meta or {})
         self.trained_size = 0
         self.store = VectorStore(dim, REFINE[refine])
@@ -196,7 +198,7 @@ class FaissIvfPqIndex(TrainsLists):
     def _train(self) -> None:
         rows = self.store.live_rows()
         n = rows.size
-        nlist = self.nlist or auto_nlist(n)
+        nlist = self._lists_for(n)
         quantizer = faiss.IndexFlatIP(self.dim)
         index = faiss.IndexIVFPQFastScan(
             quantizer, self.dim, nlist, self.m, _BITS, faiss.METRIC_INNER_PRODUCT
@@ -209,7 +211,7 @@ class FaissIvfPqIndex(TrainsLists):
         for start in range(0, n, _CHUNK):  # float32 copies a chunk at a time
             chunk = rows[start : start + _CHUNK]
             index.add_with_ids(self.store.float_rows(chunk), self.store.ids[chunk])
-        self._pq, self.trained_size = index, n
+        self._pq, self.trained_size = index, self._trained_for(n)
 
     def remove(self, ids: np.ndarray) -> int:
         id_arr = np.unique(check_ids(ids))

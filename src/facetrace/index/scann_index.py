@@ -235,6 +235,7 @@ class ScannIndex(TrainsLists):
         train_at: int = DEFAULT_TRAIN_AT,
         regrow: float = 8.0,
         spill: int = 1,
+        expect: int = 0,
         meta: dict[str, Any] | None = None,
     ) -> None:
         check_list_options(
@@ -245,6 +246,7 @@ class ScannIndex(TrainsLists):
             k_factor=k_factor,
             train_at=train_at,
             regrow=regrow,
+            expect=expect or None,
         )
         if dim % _BLOCK_DIMS:
             raise ConfigError(f"scann needs an even dimension, not {dim}")
@@ -254,6 +256,7 @@ class ScannIndex(TrainsLists):
         self.dim, self.nlist, self.nprobe_option = dim, nlist, nprobe
         self.nprobe = nprobe or 1  # leaves searched; set from the leaves when trained
         self.k_factor, self.train_at, self.regrow = k_factor, train_at, regrow
+        self.expect = expect
         self.meta: dict[str, Any] = dict(meta or {})
         self.trained_size = 0
         self.leaves = 0  # of the trained ScaNN searcher
@@ -264,8 +267,11 @@ class ScannIndex(TrainsLists):
 
     # --- training ---------------------------------------------------------------
 
+    def _auto_nlist(self, n: int) -> int:
+        return auto_nlist(n)
+
     def _config(self, n: int) -> tuple[str, int]:
-        leaves = self.nlist or auto_nlist(n)
+        leaves = self._lists_for(n)
         builder = _scann().builder(np.empty((0, self.dim), np.float32), 10, "dot_product")
         config = (
             builder.tree(
@@ -311,7 +317,8 @@ class ScannIndex(TrainsLists):
             config, leaves = self._config(n)
             with _native_log():
                 self._native.rebalance(config)
-        self.trained_size, self.leaves, self.nprobe = n, leaves, self._breadth(leaves)
+        self.trained_size, self.leaves = self._trained_for(n), leaves
+        self.nprobe = self._breadth(leaves)
 
     # --- changes ----------------------------------------------------------------
 
