@@ -17,7 +17,7 @@ import pytest
 
 from facetrace.errors import ConfigError, IndexCorruptError
 from facetrace.index import open_index, scann_index
-from facetrace.index.base import read_saved
+from facetrace.index.base import SortedIds, read_saved
 from facetrace.index.scann_index import Positions, ScannIndex, auto_nlist
 from tests.test_faiss_ivf import TRAIN_AT, recall_at_10
 from tests.test_index_contract import DIM, faces, matches_exact_below_training, unit
@@ -120,6 +120,27 @@ def test_positions_mark_removed_faces_dead() -> None:
     assert positions.lookup(np.array([13, 14, 10, 15, 11, 99])).tolist() == [3, 4, 0, -1, -1, -1]
     positions.append(np.array([11, 20], np.int64))  # an id comes back at a new position
     assert positions.lookup(np.array([11, 20, 12])).tolist() == [6, 7, -1]
+    # ids after all others extend the lookup in place; a face removed later is not found
+    positions.append(np.array([21, 22], np.int64))
+    assert not positions._sorted.stale
+    positions.kill(np.array([8]))
+    assert positions.lookup(np.array([21, 22, 20])).tolist() == [-1, 9, 7]
+
+
+def test_sorted_ids_grow_in_place_and_go_stale_out_of_order() -> None:
+    lookup = SortedIds()
+    lookup.extend(np.array([1, 2]), np.array([0, 1]))
+    assert lookup.stale  # never built: the owner builds it on its first lookup
+    lookup.reset(np.array([3, 7]), np.array([1, 0]))
+    for start in range(8, 998, 10):  # 99 batches, each after the rest
+        lookup.extend(np.arange(start, start + 10), np.arange(start, start + 10))
+    buffer = lookup._ids
+    lookup.extend(np.array([1000]), np.array([1000]))
+    assert not lookup.stale and lookup._ids is buffer  # written in place, not copied
+    ids, rows = lookup.arrays()
+    assert ids.tolist() == [3, 7, *range(8, 998), 1000] and rows[:2].tolist() == [1, 0]
+    lookup.extend(np.array([5]), np.array([1001]))  # not after the rest
+    assert lookup.stale
 
 
 def test_dead_faces_never_crowd_out_the_living(tmp_path: Path) -> None:

@@ -34,12 +34,12 @@ import numpy as np
 
 from facetrace.errors import ConfigError
 from facetrace.index.base import (
+    SortedIds,
     check_add,
     check_ids,
     check_search,
     corrupt,
     empty_results,
-    extend_sorted,
     load_array,
     read_saved,
     save_index,
@@ -77,7 +77,7 @@ class VectorStore:
         self.n = int(self.ids.size)
         self.alive = np.ones(self.n, dtype=bool)
         self.live = self.n
-        self._sorted: tuple[np.ndarray, np.ndarray] | None = None
+        self._sorted = SortedIds()
 
     def append(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         need = self.n + ids.size
@@ -89,15 +89,15 @@ class VectorStore:
         self.ids[self.n : need] = ids
         self.vectors[self.n : need] = vectors.astype(self.dtype, copy=False)
         self.alive[self.n : need] = True
-        self._sorted = extend_sorted(self._sorted, ids, np.arange(self.n, need, dtype=np.int64))
+        self._sorted.extend(ids, np.arange(self.n, need, dtype=np.int64))
         self.n, self.live = need, self.live + ids.size
 
     def rows_of(self, ids: np.ndarray) -> np.ndarray:
         """The live row of each id, or -1."""
-        if self._sorted is None:
+        if self._sorted.stale:
             order = np.argsort(self.ids[: self.n], kind="stable")
-            self._sorted = (self.ids[: self.n][order], order.astype(np.int64))
-        sid, srow = self._sorted
+            self._sorted.reset(self.ids[: self.n][order], order)
+        sid, srow = self._sorted.arrays()
         rows = np.full(ids.size, -1, dtype=np.int64)
         pos = np.searchsorted(sid, ids)
         pending = np.arange(ids.size)

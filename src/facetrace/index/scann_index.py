@@ -12,7 +12,9 @@ stored float32 vectors, so the scores returned are exact cosines.
 - From ``train_at``: ScaNN trains ``nlist`` spherical k-means leaves (unit centres, so
   the leaf a face is stored in is the one its own vector looks in first) and the codes
   on its own sample, and codes every face. Past ``regrow`` times that size, the next
-  add trains again (ScaNN's ``rebalance``) with leaves for the new size.
+  add trains again (ScaNN's ``rebalance``) with leaves for the new size. An index told
+  the size it is built to (``expect``, a rebuild) trains once, for that size, on its
+  first ``64 * leaves`` faces.
 - A search scores the faces of the ``nprobe`` leaves nearest the query: by default a
   sixteenth of 4,096 leaves (a million faces) and 576 of 16,384 (ten million), for
   recall@10 about 0.99 on face embeddings at both sizes (``leaves ** 0.75`` without
@@ -52,12 +54,12 @@ import numpy as np
 
 from facetrace.errors import ConfigError
 from facetrace.index.base import (
+    SortedIds,
     check_add,
     check_ids,
     check_search,
     corrupt,
     empty_results,
-    extend_sorted,
     load_array,
     read_saved,
     save_index,
@@ -122,8 +124,9 @@ class Positions:
     facetrace never asks ScaNN to delete (ScaNN 1.4.2 crashes deleting or replacing a
     spilled face): a removed face stays in ScaNN, marked dead here and dropped from every
     result, until ``drop_rows`` leaves it out of ScaNN's files. Lookup by id goes through
-    a sorted copy of the live ids, kept up to date (ids usually arrive in increasing
-    order) or rebuilt lazily.
+    a sorted copy of the ids (``SortedIds``), extended in place (ids usually arrive in
+    increasing order) or rebuilt lazily from the live ones; a dead face found there is
+    not found.
     """
 
     def __init__(self, ids: np.ndarray | None = None) -> None:
@@ -131,7 +134,7 @@ class Positions:
         self.n = int(self.ids.size)
         self.dead = np.zeros(self.n, bool)
         self.dead_count = 0
-        self._sorted: tuple[np.ndarray, np.ndarray] | None = None
+        self._sorted = SortedIds()
 
     @property
     def live_count(self) -> int:
@@ -143,15 +146,16 @@ class Positions:
 
     def lookup(self, ids: np.ndarray) -> np.ndarray:
         """The position of each live id, or -1."""
-        if self._sorted is None:
+        if self._sorted.stale:
             at = np.flatnonzero(self.live())
             order = np.argsort(self.ids[at], kind="stable")
-            self._sorted = (self.ids[at][order], at[order].astype(np.int64))
-        sid, spos = self._sorted
+            self._sorted.reset(self.ids[at][order], at[order])
+        sid, spos = self._sorted.arrays()
         if sid.size == 0:
             return np.full(ids.size, -1, dtype=np.int64)
         at = np.minimum(np.searchsorted(sid, ids), sid.size - 1)
-        return np.where(sid[at] == ids, spos[at], -1)
+        pos = spos[at]
+        return np.where((sid[at] == ids) & ~self.dead[pos], pos, -1)
 
     def append(self, ids: np.ndarray) -> None:
         need = self.n + ids.size
@@ -162,17 +166,13 @@ class Positions:
             self.ids, self.dead = grown, dead
         self.ids[self.n : need] = ids
         self.dead[self.n : need] = False
-        self._sorted = extend_sorted(self._sorted, ids, np.arange(self.n, need, dtype=np.int64))
+        self._sorted.extend(ids, np.arange(self.n, need, dtype=np.int64))
         self.n = need
 
     def kill(self, positions: np.ndarray) -> None:
-        """Mark the live datapoints at ``positions`` removed."""
+        """Mark the live datapoints at ``positions`` removed (``lookup`` then skips them)."""
         self.dead[positions] = True
         self.dead_count += int(positions.size)
-        if self._sorted is not None:
-            sid, spos = self._sorted
-            keep = ~np.isin(spos, positions)
-            self._sorted = (sid[keep], spos[keep])
 
 
 def drop_rows(folder: Path, keep: np.ndarray, into: Path | None = None) -> None:
