@@ -119,6 +119,15 @@ def test_killed_ingest_resumes_without_loss_or_duplicates(faces_dir: Path, tmp_p
     assert counts(data) == resumed
 
 
+def test_a_large_index_is_saved_less_often() -> None:
+    """A save writes the whole index, and a killed run's unsaved vectors come back from
+    the database (the test above), so saves are spaced by a share of the index."""
+    from facetrace.ingest import save_interval
+
+    assert save_interval(0) == save_interval(50_000) == 500
+    assert save_interval(10_000_000) == 100_000
+
+
 def test_bad_files_are_recorded_and_the_batch_goes_on(faces_dir: Path, tmp_path: Path) -> None:
     folder = tmp_path / "photos" / "Tony_Blair"
     folder.mkdir(parents=True)
