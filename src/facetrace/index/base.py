@@ -169,7 +169,10 @@ class SortedIds:
         self.stale = True
 
     def reset(self, ids: np.ndarray, rows: np.ndarray) -> None:
-        self._ids, self._rows = ids.astype(np.int64), rows.astype(np.int64)
+        """Take fresh sorted arrays (not copied: the first ``extend`` grows them into new
+        arrays, so the caller's are never written)."""
+        self._ids = ids.astype(np.int64, copy=False)
+        self._rows = rows.astype(np.int64, copy=False)
         self.n, self.stale = int(ids.size), False
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
