@@ -152,6 +152,20 @@ def empty_results(m: int, k: int) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
+def room_for(need: int, n: int) -> int:
+    """Rows to allocate for ``need`` when ``n`` are held: an eighth more than held, so
+    appends one batch at a time cost their own size, not the array's (amortised)."""
+    return max(need, n + n // 8, 1024)
+
+
+def grown(arr: np.ndarray, n: int, size: int) -> np.ndarray:
+    """A new array of ``size`` rows (same dtype and row shape) holding ``arr``'s first
+    ``n``; the rows after them are unset."""
+    new = np.empty((size, *arr.shape[1:]), dtype=arr.dtype)
+    new[:n] = arr[:n]
+    return new
+
+
 class SortedIds:
     """Ids in increasing order and the row of each: lookup by id for a backend that
     appends rows.
@@ -187,11 +201,8 @@ class SortedIds:
             return
         need = self.n + ids.size
         if need > self._ids.size:
-            size = max(need, self.n + self.n // 8, 1024)
-            for name in ("_ids", "_rows"):
-                grown = np.empty(size, np.int64)
-                grown[: self.n] = getattr(self, name)[: self.n]
-                setattr(self, name, grown)
+            size = room_for(need, self.n)
+            self._ids, self._rows = grown(self._ids, self.n, size), grown(self._rows, self.n, size)
         self._ids[self.n : need], self._rows[self.n : need] = ids, rows
         self.n = need
 

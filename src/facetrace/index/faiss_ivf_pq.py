@@ -40,6 +40,7 @@ from facetrace.index.base import (
     check_search,
     corrupt,
     empty_results,
+    grown,
     load_array,
     read_saved,
     save_index,
@@ -83,9 +84,9 @@ class VectorStore:
         need = self.n + ids.size
         if need > self.ids.size:
             cap = max(need, self.ids.size + self.ids.size // 8, 1024)
-            self.ids = _grown(self.ids[: self.n], (cap,))
-            self.vectors = _grown(self.vectors[: self.n], (cap, self.dim))
-            self.alive = _grown(self.alive[: self.n], (cap,))
+            self.ids = grown(self.ids, self.n, cap)
+            self.vectors = grown(self.vectors, self.n, cap)
+            self.alive = grown(self.alive, self.n, cap)
         self.ids[self.n : need] = ids
         self.vectors[self.n : need] = vectors.astype(self.dtype, copy=False)
         self.alive[self.n : need] = True
@@ -131,12 +132,6 @@ class VectorStore:
             return np.arange(self.n), np.asarray(self.vectors[: self.n], dtype=np.float32)
         rows = self.live_rows()
         return rows, self.float_rows(rows)
-
-
-def _grown(old: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    new = np.empty(shape, dtype=old.dtype)
-    new[: len(old)] = old
-    return new
 
 
 class FaissIvfPqIndex(TrainsLists):

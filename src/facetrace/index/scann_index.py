@@ -60,8 +60,10 @@ from facetrace.index.base import (
     check_search,
     corrupt,
     empty_results,
+    grown,
     load_array,
     read_saved,
+    room_for,
     save_index,
 )
 from facetrace.index.exact import ExactIndex
@@ -160,10 +162,9 @@ class Positions:
     def append(self, ids: np.ndarray) -> None:
         need = self.n + ids.size
         if need > self.ids.size or not self.ids.flags.writeable:
-            size = max(need, self.n + self.n // 8, 1024)
-            grown, dead = np.empty(size, np.int64), np.zeros(size, bool)
-            grown[: self.n], dead[: self.n] = self.ids[: self.n], self.dead[: self.n]
-            self.ids, self.dead = grown, dead
+            size = room_for(need, self.n)
+            self.ids = grown(self.ids.astype(np.int64, copy=False), self.n, size)
+            self.dead = grown(self.dead, self.n, size)
         self.ids[self.n : need] = ids
         self.dead[self.n : need] = False
         self._sorted.extend(ids, np.arange(self.n, need, dtype=np.int64))
