@@ -183,10 +183,11 @@ class SortedIds:
         self.stale = True
 
     def reset(self, ids: np.ndarray, rows: np.ndarray) -> None:
-        """Take fresh sorted arrays (not copied: the first ``extend`` grows them into new
-        arrays, so the caller's are never written)."""
-        self._ids = ids.astype(np.int64, copy=False)
-        self._rows = rows.astype(np.int64, copy=False)
+        """Rebuild from ``ids`` in any order and the row of each (sorted into new arrays;
+        among equal ids, the earlier keeps its place)."""
+        order = np.argsort(ids, kind="stable")
+        self._ids = ids[order].astype(np.int64, copy=False)
+        self._rows = rows[order].astype(np.int64, copy=False)
         self.n, self.stale = int(ids.size), False
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:

@@ -96,8 +96,7 @@ class VectorStore:
     def rows_of(self, ids: np.ndarray) -> np.ndarray:
         """The live row of each id, or -1."""
         if self._sorted.stale:
-            order = np.argsort(self.ids[: self.n], kind="stable")
-            self._sorted.reset(self.ids[: self.n][order], order)
+            self._sorted.reset(self.ids[: self.n], np.arange(self.n))
         sid, srow = self._sorted.arrays()
         rows = np.full(ids.size, -1, dtype=np.int64)
         pos = np.searchsorted(sid, ids)

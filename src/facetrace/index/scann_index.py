@@ -150,8 +150,7 @@ class Positions:
         """The position of each live id, or -1."""
         if self._sorted.stale:
             at = np.flatnonzero(self.live())
-            order = np.argsort(self.ids[at], kind="stable")
-            self._sorted.reset(self.ids[at][order], at[order])
+            self._sorted.reset(self.ids[at], at)
         sid, spos = self._sorted.arrays()
         if sid.size == 0:
             return np.full(ids.size, -1, dtype=np.int64)
