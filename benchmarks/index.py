@@ -155,7 +155,8 @@ VARIANTS = {
         *(
             Variant(
                 f"scann{suffix}",
-                f"facetrace scann{label} (AH 64 blocks x 4 bits, re-ranked on f32)",
+                f"facetrace scann{label} (AH 2 dims x 4 bits a block, in the faces' subspace; "
+                "re-ranked on f32)",
                 "facetrace",
                 "scann",
                 {"spill": spill},

@@ -24,6 +24,12 @@ stored float32 vectors, so the scores returned are exact cosines.
   its first leaf scores badly is likely scored well by its second. At the same recall
   a search then looks in fewer leaves: about a fifth less time. The second codes cost
   32 bytes a face.
+- ScaNN keeps and scans each face as its coordinates in the subspace the faces fill
+  (``facetrace.index.subspace``), fitted when it first trains: 84 of 128 dimensions for
+  dlib's faces, at the same scores to about 1e-9. That is a third fewer codes to scan and
+  stored numbers to hold (at 1M faces, recall@10 0.99 in 0.87 ms instead of 1.12). A face
+  added later that lies further from the subspace is kept whole in an exact index beside
+  ScaNN's, searched with it. Vectors that fill every dimension are stored as they are.
 - Adds are ScaNN's own (it appends). Removal is immediate but never ScaNN's own delete,
   which in ScaNN 1.4.2 crashes on a spilled face: ``Positions`` marks the face dead and
   searches drop it, asking ScaNN for as many more candidates as there are dead faces.
@@ -31,8 +37,10 @@ stored float32 vectors, so the scores returned are exact cosines.
   written without them (``drop_rows``, no training) and, for the index in memory, read
   back. Upsert is remove then add.
 
-Files: ``ids.npy`` (the id of each of ScaNN's datapoints, in its order, none dead) and
-ScaNN's own files as ``scann.<name>``, under the manifest of ``facetrace.index.base``.
+Files: ``ids.npy`` (the id of each of ScaNN's datapoints, in its order, none dead),
+``basis.npy`` (the subspace, if fitted), ``outside.ids.npy`` and ``outside.vectors.npy``
+(faces kept whole, if any) and ScaNN's own files as ``scann.<name>``, under the manifest
+of ``facetrace.index.base``.
 Opening reads them all (ScaNN does not map files); the manifest's sizes and SHA-256 are
 checked first, because a damaged file can crash ScaNN's reader. ScaNN's C++ log lines go to
 this module's logger at debug level, not to the terminal.
@@ -69,6 +77,7 @@ from facetrace.index.base import (
 from facetrace.index.exact import ExactIndex
 from facetrace.index.faiss_ivf import DEFAULT_TRAIN_AT, TrainsLists, check_list_options
 from facetrace.index.faiss_ivf import auto_nlist as lists_for
+from facetrace.index.subspace import OUTSIDE_TOL, Subspace, merged
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +94,8 @@ _ANISOTROPIC_THRESHOLD = 0.2  # ScaNN's recommended value for inner-product sear
 _ADD_BATCH = 1_000  # ScaNN's upsert batch
 _PARALLEL_AT = 16  # queries in one call from which ScaNN's threads are used
 _PREFIX = "scann."  # data files holding ScaNN's own files
+_BASIS = "basis.npy"  # the subspace's basis (dim x dims), if one was fitted
+_OUTSIDE_IDS, _OUTSIDE_VECTORS = "outside.ids.npy", "outside.vectors.npy"  # kept whole
 _SCRATCH = ".scann-save-"  # where a save has ScaNN write, beside the index
 _SPILL_LAMBDA = 1.0  # SOAR's weight on a second leaf's orthogonality (ScaNN's default)
 _OVERRETRIEVE = 2.0  # candidates ScaNN takes before dropping a face found twice
@@ -262,6 +273,8 @@ class ScannIndex(TrainsLists):
         self.leaves = 0  # of the trained ScaNN searcher
         self.exact: ExactIndex | None = ExactIndex(dim)
         self.positions = Positions()
+        self.subspace: Subspace | None = None  # where ScaNN's faces are stored, if fitted
+        self.outside: ExactIndex | None = None  # faces too far from it, kept whole
         self._native: Any = None
         self._threaded = False  # whether ScaNN was given every core for batch searches
 
@@ -272,7 +285,8 @@ class ScannIndex(TrainsLists):
 
     def _config(self, n: int) -> tuple[str, int]:
         leaves = self._lists_for(n)
-        builder = _scann().builder(np.empty((0, self.dim), np.float32), 10, "dot_product")
+        dims = self.subspace.dims if self.subspace else self.dim
+        builder = _scann().builder(np.empty((0, dims), np.float32), 10, "dot_product")
         config = (
             builder.tree(
                 num_leaves=leaves,
@@ -305,6 +319,8 @@ class ScannIndex(TrainsLists):
             assert self.exact is not None
             ids, vectors = self.exact.rows()
             n = ids.size
+            self.subspace = Subspace.fit(vectors)
+            ids, vectors = self._keep_outside(ids, vectors)
             config, leaves = self._config(n)
             with _native_log():
                 native = _scann().scann_pybind.ScannNumpy(vectors, config, os.cpu_count() or 1)
@@ -332,6 +348,9 @@ class ScannIndex(TrainsLists):
                 self._train()
             return
         self.remove(id_arr)
+        id_arr, vec_arr = self._keep_outside(id_arr, vec_arr)
+        if id_arr.size == 0:
+            return
         self._use_all_cores()  # ScaNN codes a batch of faces on its threads
         got = np.asarray(self._native.upsert([None] * id_arr.size, vec_arr, _ADD_BATCH))
         start = self.positions.n
@@ -342,18 +361,40 @@ class ScannIndex(TrainsLists):
         if self._needs_training(self.positions.live_count):
             self._train()
 
+    def _keep_outside(self, ids: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The faces for ScaNN, as coordinates in the subspace (if one was fitted); the
+        ones too far from it go to the exact index of faces kept whole."""
+        if self.subspace is None:
+            return ids, vectors
+        coords, distance = self.subspace.split(vectors)
+        far = distance > OUTSIDE_TOL
+        if far.any():
+            if self.outside is None:
+                self.outside = ExactIndex(self.dim)
+            self.outside.add(ids[far], vectors[far])
+            log.warning(
+                "%d face(s) lie further than %g from the subspace this index was trained "
+                "in; %d such faces are searched exactly (facetrace reindex trains it anew)",
+                int(far.sum()),
+                OUTSIDE_TOL,
+                len(self.outside),
+            )
+            ids, coords = ids[~far], np.ascontiguousarray(coords[~far])
+        return ids, coords
+
     def remove(self, ids: np.ndarray) -> int:
         id_arr = np.unique(check_ids(ids))
         if id_arr.size == 0:
             return 0
         if self.exact is not None:
             return self.exact.remove(id_arr)
+        gone = self.outside.remove(id_arr) if self.outside is not None else 0
         at = self.positions.lookup(id_arr)
         at = at[at >= 0]
         self.positions.kill(at)
         if self.positions.dead_count * _COMPACT_SHARE > max(self.positions.live_count, 1):
             self._compact()
-        return int(at.size)
+        return gone + int(at.size)
 
     def _compact(self) -> None:
         """Leave the dead faces out of ScaNN: its files, written again without them, are
@@ -382,8 +423,18 @@ class ScannIndex(TrainsLists):
             return self.exact.search(queries, k)
         q = check_search(queries, k, self.dim)
         out_ids, out_scores = empty_results(q.shape[0], k)
-        if q.shape[0] == 0 or self.positions.live_count == 0:
-            return out_ids, out_scores
+        if q.shape[0] and self.positions.live_count:
+            stored = q if self.subspace is None else self.subspace.project(q)
+            self._search_scann(stored, k, out_ids, out_scores)
+        if q.shape[0] and self.outside is not None and len(self.outside):
+            far_ids, far_scores = self.outside.search(q, k)
+            return merged((out_ids, far_ids), (out_scores, far_scores))
+        return out_ids, out_scores
+
+    def _search_scann(
+        self, q: np.ndarray, k: int, out_ids: np.ndarray, out_scores: np.ndarray
+    ) -> None:
+        """Fill the results with ScaNN's, for queries as ScaNN stores faces."""
         # Dead faces are still in ScaNN: re-rank as many more candidates as there could
         # be dead among them, and again, with more, wherever fewer than ``k * k_factor``
         # of them were live.
@@ -397,7 +448,6 @@ class ScannIndex(TrainsLists):
                 and extra < dead
             ]
             rows, extra = np.array(short, np.int64), min(dead, 4 * extra)
-        return out_ids, out_scores
 
     def _use_all_cores(self) -> None:
         """Give ScaNN a thread per core (one is its default) for batches of queries and
@@ -440,12 +490,15 @@ class ScannIndex(TrainsLists):
         return pool if at.size < pool else ids.size
 
     def __len__(self) -> int:
-        return len(self.exact) if self.exact is not None else self.positions.live_count
+        if self.exact is not None:
+            return len(self.exact)
+        return self.positions.live_count + (len(self.outside) if self.outside else 0)
 
     def ids(self) -> np.ndarray:
         if self.exact is not None:
             return self.exact.ids()
-        return self.positions.ids[: self.positions.n][self.positions.live()]
+        live = self.positions.ids[: self.positions.n][self.positions.live()]
+        return live if self.outside is None else np.concatenate([live, self.outside.ids()])
 
     # --- files ------------------------------------------------------------------
 
@@ -459,6 +512,8 @@ class ScannIndex(TrainsLists):
             "spill": self.spill,
             "trained_size": self.trained_size,
             "leaves": self.leaves,
+            "subspace": self.subspace.dims if self.subspace else None,
+            "outside": len(self.outside) if self.outside else 0,
         }
 
     def save(self, path: Path) -> None:
@@ -482,12 +537,30 @@ class ScannIndex(TrainsLists):
                 with open(tmp, "wb") as f:
                     np.save(f, ids, allow_pickle=False)
 
-            writers: dict[str, Any] = {"ids.npy": write_ids}
+            writers: dict[str, Any] = {"ids.npy": write_ids, **self._subspace_writers()}
             for name in sorted(os.listdir(scratch)):
                 writers[_PREFIX + name] = lambda tmp, src=scratch / name: os.replace(src, tmp)
             self._write(path, ids.size, writers)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+
+    def _subspace_writers(self) -> dict[str, Any]:
+        """The files of the subspace's basis and of the faces kept whole, if any."""
+        arrays = {}
+        if self.subspace is not None:
+            arrays[_BASIS] = self.subspace.basis
+        if self.outside is not None and len(self.outside):
+            ids, vectors = self.outside.rows()
+            arrays[_OUTSIDE_IDS], arrays[_OUTSIDE_VECTORS] = ids, vectors
+
+        def writer(array: np.ndarray) -> Any:
+            def write(tmp: Path) -> None:
+                with open(tmp, "wb") as f:
+                    np.save(f, np.ascontiguousarray(array), allow_pickle=False)
+
+            return write
+
+        return {name: writer(array) for name, array in arrays.items()}
 
     def _write(self, path: Path, count: int, writers: dict[str, Any]) -> None:
         save_index(
@@ -499,6 +572,21 @@ class ScannIndex(TrainsLists):
             meta=self.meta,
             writers=writers,
         )
+
+    def _open_subspace(self, saved: Any, dims: Any, outside: int) -> None:
+        """Read the subspace's basis and the faces kept whole, as the parameters say."""
+        names = {_BASIS} if dims is not None else set()
+        names |= {_OUTSIDE_IDS, _OUTSIDE_VECTORS} if outside else set()
+        if not names <= set(saved.files):
+            raise corrupt(saved.path, f"missing {sorted(names - set(saved.files))}")
+        if dims is not None:
+            basis = load_array(saved.files[_BASIS], np.float32, (self.dim, int(dims)), "basis")
+            self.subspace = Subspace(basis)
+        if outside:
+            self.outside = ExactIndex(self.dim)
+            far = load_array(saved.files[_OUTSIDE_IDS], np.int64, (outside,), "ids")
+            vectors = saved.files[_OUTSIDE_VECTORS]
+            self.outside.add(far, load_array(vectors, np.float32, (outside, self.dim), "vectors"))
 
     @classmethod
     def open(cls, path: Path, dim: int, *, mmap: bool = True, verify: bool = True) -> ScannIndex:
@@ -517,6 +605,7 @@ class ScannIndex(TrainsLists):
             )
             index.trained_size, index.leaves = int(p["trained_size"]), int(p["leaves"])
             index.nprobe = index._breadth(index.leaves)
+            dims, outside = p.get("subspace"), int(p.get("outside", 0))  # absent before them
         except (KeyError, TypeError, ValueError, ConfigError) as exc:
             raise corrupt(saved.path, f"bad scann parameters {p!r}: {exc}") from None
         if not index.trained_size:
@@ -526,6 +615,7 @@ class ScannIndex(TrainsLists):
         if "ids.npy" not in saved.files or "scann_assets.pbtxt" not in own:
             raise corrupt(saved.path, f"unexpected data files {sorted(saved.files)}")
         ids = load_array(saved.files["ids.npy"], np.int64, (saved.count,), "ids")
+        index._open_subspace(saved, dims, outside)
         with tempfile.TemporaryDirectory(prefix="facetrace-scann-") as tmp:
             for name, data in own.items():
                 os.symlink(data.resolve(), Path(tmp) / name)
