@@ -9,18 +9,24 @@ Not a benchmark of a target (``benchmarks/index.py`` is): the measurements behin
     # p50 from ScaNN and through facetrace, recall@10 on all queries; run it with and
     # without GLIBC_TUNABLES=glibc.malloc.hugetlb=1 to compare huge pages
     python benchmarks/scann_headroom.py latency DATA /tmp/idx10m/index --nprobe 1,576,576,640
+    # more candidates re-ranked (facetrace's k_factor times 10)
+    python benchmarks/scann_headroom.py latency DATA /tmp/idx10m/index --pre 400,800,1600
     # the same index with its leaf centres quantised to int8 at query time
     python benchmarks/scann_headroom.py latency DATA /tmp/idx10m/index --int8-centres
     # twice the leaves (ScaNN built directly on the first --faces of the gallery)
     python benchmarks/scann_headroom.py leaves DATA --leaves 4096,8192 --probe 224,256,384
     # the 4-bit scan alone, codes in cache and not
     python benchmarks/scann_headroom.py scan DATA --sizes 20000,100000,1000000
+    # faces as they are, against their coordinates in the subspace they fill (turned, as
+    # facetrace stores them, and not turned: the eigenvector basis)
+    python benchmarks/scann_headroom.py subspace DATA --probe 192,224,256,288,320
 """
 
 from __future__ import annotations
 
 import argparse
 import ctypes
+import itertools
 import os
 import re
 import shutil
@@ -91,16 +97,16 @@ def latency(args: argparse.Namespace) -> None:
     stored = queries if index.subspace is None else index.subspace.project(queries)
     print(f"ScaNN stores {index.subspace.dims if index.subspace else 128} dimensions a face")
     ids = index.positions.ids
-    for nprobe in args.nprobe:
+    for pre, nprobe in itertools.product(args.pre, args.nprobe):
         found, p50, p99 = timed(
-            lambda q, b=nprobe: ids[np.asarray(native.search(q, K, PRE, b)[0])], stored
+            lambda q, b=nprobe, p=pre: ids[np.asarray(native.search(q, K, p, b)[0])], stored
         )
         line = (
-            f"nprobe {nprobe}: ScaNN p50 {p50:.3f} ms, p99 {p99:.3f}; "
+            f"{pre} re-ranked, nprobe {nprobe}: ScaNN p50 {p50:.3f} ms, p99 {p99:.3f}; "
             f"recall@10 {recall(found, truth, K):.4f}"
         )
         if not args.int8_centres:
-            index.nprobe = nprobe
+            index.nprobe, index.k_factor = nprobe, pre // K
             _, wrapped, _ = timed(lambda q: index.search(q[None], K)[0][0], queries)
             line += f"; through facetrace p50 {wrapped:.3f} ms"
         print(line, flush=True)
@@ -130,39 +136,72 @@ def int8_centres(path: Path):
 
 
 def leaves(args: argparse.Namespace) -> None:
+    vectors = np.asarray(np.load(args.data / "vectors.npy", mmap_mode="r")[: args.faces])
+    queries = np.load(args.data / "queries.npy")
+    truth = exact_truth(vectors, queries)
+    for n_leaves in args.leaves:
+        sweep(f"{n_leaves} leaves", vectors, queries, truth, n_leaves, args.probe)
+
+
+def subspace(args: argparse.Namespace) -> None:
+    from facetrace.index.subspace import Subspace
+
+    vectors = np.ascontiguousarray(np.load(args.data / "vectors.npy", mmap_mode="r")[: args.faces])
+    queries = np.load(args.data / "queries.npy")
+    truth = exact_truth(vectors, queries)
+    fitted = Subspace.fit(vectors)
+    assert fitted is not None, "these vectors fill every dimension"
+    sample = vectors[:: max(1, vectors.shape[0] // 65_536)].astype(np.float64)
+    eigvecs = np.linalg.eigh(sample.T @ sample)[1][:, ::-1][:, : fitted.dims]
+    for name, basis in (
+        ("as they are", None),
+        (f"{fitted.dims} dimensions, eigenvector basis", eigvecs.astype(np.float32)),
+        (f"{fitted.dims} dimensions, turned (facetrace's)", fitted.basis),
+    ):
+        stored = vectors if basis is None else np.ascontiguousarray(vectors @ basis)
+        asked = queries if basis is None else np.ascontiguousarray(queries @ basis)
+        sweep(name, stored, asked, truth, args.leaves, args.probe)
+
+
+def sweep(
+    name: str,
+    vectors: np.ndarray,
+    queries: np.ndarray,
+    truth: np.ndarray,
+    n_leaves: int,
+    probes: list[int],
+) -> None:
+    """ScaNN built directly as facetrace configures it (leaves, spill, codes), then p50
+    and recall@10 searching each of ``probes`` leaves."""
     import scann
 
-    vectors = np.load(args.data / "vectors.npy", mmap_mode="r")[: args.faces]
-    queries = np.load(args.data / "queries.npy")
-    truth = exact_truth(np.asarray(vectors), queries)
-    for n_leaves in args.leaves:
-        t = time.perf_counter()
-        searcher = (
-            scann.scann_ops_pybind.builder(np.asarray(vectors), K, "dot_product")
-            .tree(
-                num_leaves=n_leaves,
-                num_leaves_to_search=args.probe[0],
-                spherical=True,
-                training_sample_size=64 * n_leaves,
-                soar_lambda=1.0,
-                overretrieve_factor=2.0,
-            )
-            .score_ah(2, anisotropic_quantization_threshold=0.2)
-            .reorder(PRE)
-            .set_n_training_threads(os.cpu_count() or 1)
-            .build()
+    t = time.perf_counter()
+    searcher = (
+        scann.scann_ops_pybind.builder(vectors, K, "dot_product")
+        .tree(
+            num_leaves=n_leaves,
+            num_leaves_to_search=probes[0],
+            spherical=True,
+            training_sample_size=64 * n_leaves,
+            soar_lambda=1.0,
+            overretrieve_factor=2.0,
         )
-        searcher.set_num_threads(1)
-        print(f"{n_leaves} leaves: built in {time.perf_counter() - t:.0f} s", flush=True)
-        for probe in args.probe:
-            found, p50, _ = timed(
-                lambda q, b=probe, s=searcher: s.search(
-                    q, final_num_neighbors=K, leaves_to_search=b, pre_reorder_num_neighbors=PRE
-                )[0],
-                queries,
-            )
-            got = recall(found, truth, K)
-            print(f"  {probe} of {n_leaves}: p50 {p50:.3f} ms, recall@10 {got:.4f}", flush=True)
+        .score_ah(2, anisotropic_quantization_threshold=0.2)
+        .reorder(PRE)
+        .set_n_training_threads(os.cpu_count() or 1)
+        .build()
+    )
+    searcher.set_num_threads(1)
+    print(f"{name}: built in {time.perf_counter() - t:.0f} s", flush=True)
+    for probe in probes:
+        found, p50, _ = timed(
+            lambda q, b=probe: searcher.search(
+                q, final_num_neighbors=K, leaves_to_search=b, pre_reorder_num_neighbors=PRE
+            )[0],
+            queries,
+        )
+        got = recall(found, truth, K)
+        print(f"  {probe} of {n_leaves}: p50 {p50:.3f} ms, recall@10 {got:.4f}", flush=True)
 
 
 def exact_truth(vectors: np.ndarray, queries: np.ndarray) -> np.ndarray:
@@ -203,7 +242,8 @@ def ints(text: str) -> list[int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, fn in (("build", build), ("latency", latency), ("leaves", leaves), ("scan", scan)):
+    commands = {"build": build, "latency": latency, "leaves": leaves, "scan": scan}
+    for name, fn in {**commands, "subspace": subspace}.items():
         p = sub.add_parser(name)
         p.add_argument("data", type=Path, help="a folder benchmarks/index.py --keep-data saved")
         if name in ("build", "latency"):
@@ -211,11 +251,15 @@ def main() -> None:
         p.set_defaults(fn=fn)
         if name == "latency":
             p.add_argument("--nprobe", type=ints, default=[1, 576, 576, 640])
+            p.add_argument("--pre", type=ints, default=[PRE], help="candidates re-ranked")
             p.add_argument("--int8-centres", action="store_true")
-        if name in ("build", "leaves"):
+        if name in ("build", "leaves", "subspace"):
             p.add_argument("--faces", type=int, default=None if name == "build" else 1_000_000)
         if name == "leaves":
             p.add_argument("--leaves", type=ints, default=[4096, 8192])
+        if name == "subspace":
+            p.add_argument("--leaves", type=int, default=4096)
+        if name in ("leaves", "subspace"):
             p.add_argument("--probe", type=ints, default=[224, 256, 320, 384])
         if name == "scan":
             p.add_argument("--sizes", type=ints, default=[20_000, 100_000, 1_000_000])

@@ -39,7 +39,15 @@ def finds_itself(index: ScannIndex, ids: np.ndarray, vectors: np.ndarray) -> Non
 
 
 def test_bad_options_are_config_errors() -> None:
-    for bad in ({"nprobe": 0}, {"nlist": 0}, {"k_factor": 0}, {"regrow": 1.0}, {"spill": 2}):
+    for bad in (
+        {"nprobe": 0},
+        {"nlist": 0},
+        {"k_factor": 0},
+        {"regrow": 1.0},
+        {"spill": 2},
+        {"rerank": 0},
+        {"rerank": True},
+    ):
         with pytest.raises(ConfigError):
             ScannIndex(DIM, **bad)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="even"):
@@ -297,3 +305,14 @@ def test_scanns_log_goes_to_the_logger_not_the_terminal(
         trained(n=2500)
     assert "partition" not in capfd.readouterr().err.lower()
     assert any(r.getMessage().startswith("scann: ") for r in caplog.records)
+
+
+def test_at_least_rerank_faces_are_re_ranked_and_the_option_is_kept(tmp_path: Path) -> None:
+    index, vectors = trained(rerank=700)
+    assert index._pool(10) == 700 and index._pool(50) == 2000  # k * k_factor past it
+    assert "approx_num_neighbors: 700" in index._native.config()
+    finds_itself(index, np.arange(4000), vectors)
+    index.save(tmp_path / "g.index")
+    opened = open_index("scann", tmp_path / "g.index", DIM)
+    assert isinstance(opened, ScannIndex) and opened.rerank == 700
+    assert ScannIndex(DIM).rerank == scann_index.DEFAULT_RERANK == 1600

@@ -97,6 +97,7 @@ def test_index_options_are_parsed_for_their_backend(tmp_path: Path) -> None:
         ("scann", "nprobe=0", "nprobe must be positive"),
         ("scann", "refine=fp16", "has no option 'refine'"),
         ("scann", "k_factor=0", "scann k_factor must be positive"),
+        ("scann", "rerank=0", "scann rerank must be a positive number"),
         ("exact", "nprobe=8", "(it has: none)"),
         ("usearch", "dtype=f64", "dtype must be one of"),
     ],

@@ -17,7 +17,7 @@ from facetrace.errors import ConfigError
 
 OPTIONS: dict[str, dict[str, Callable[[str], Any]]] = {
     "ivf-pq": {"nlist": int, "nprobe": int, "k_factor": int, "refine": str, "m": int},
-    "scann": {"nlist": int, "nprobe": int, "k_factor": int, "spill": int},
+    "scann": {"nlist": int, "nprobe": int, "k_factor": int, "rerank": int, "spill": int},
     "ivf": {"nlist": int, "nprobe": int, "codec": str},
     "usearch": {
         "dtype": str,
