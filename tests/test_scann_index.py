@@ -9,6 +9,7 @@ found under, before and after that.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -316,3 +317,9 @@ def test_at_least_rerank_faces_are_re_ranked_and_the_option_is_kept(tmp_path: Pa
     opened = open_index("scann", tmp_path / "g.index", DIM)
     assert isinstance(opened, ScannIndex) and opened.rerank == 700
     assert ScannIndex(DIM).rerank == scann_index.DEFAULT_RERANK == 1600
+    # an index saved before the option re-ranks k * k_factor, as it did then
+    manifest = json.loads((tmp_path / "g.index").read_text())
+    del manifest["params"]["rerank"]
+    (tmp_path / "g.index").write_text(json.dumps(manifest))
+    older = open_index("scann", tmp_path / "g.index", DIM)
+    assert isinstance(older, ScannIndex) and older._pool(10) == 400

@@ -2,11 +2,12 @@
 
 ``ivf-pq`` spends most of a 10M-face query in FAISS's list scan. ScaNN (``scann`` on
 PyPI, no TensorFlow) keeps the same plan, k-means leaves of compressed codes re-ranked on
-the stored vectors, with a faster scan: each face is 64 blocks of 2 dimensions, each
-block one of 16 centres trained with the anisotropic loss, which keeps the inner
-products that decide the top of a list (``score_ah``), and scanned 32 faces at a time
-with SIMD register lookups. The best ``k * k_factor`` by code (at least ``rerank``, 1,600)
-are scored again on the stored float32 vectors, so the scores returned are exact cosines.
+the stored vectors, with a faster scan: each face is blocks of 2 dimensions (42 for a
+dlib face, stored in 84 dimensions as below; 64 for 128), each block one of 16 centres
+trained with the anisotropic loss, which keeps the inner products that decide the top of
+a list (``score_ah``), and scanned 32 faces at a time with SIMD register lookups. The
+best ``k * k_factor`` by code (at least ``rerank``, 1,600) are scored again on the stored
+float32 vectors, so the scores returned are exact cosines.
 
 - Below ``train_at`` faces (default 20,000) every search is exact (``ExactIndex``).
 - From ``train_at``: ScaNN trains ``nlist`` spherical k-means leaves (unit centres, so
@@ -23,7 +24,7 @@ are scored again on the stored float32 vectors, so the scores returned are exact
   the leaf whose centre's error is most nearly orthogonal to the first one's, so a face
   its first leaf scores badly is likely scored well by its second. At the same recall
   a search then looks in fewer leaves: about a fifth less time. The second codes cost
-  32 bytes a face.
+  half a byte a code (21 bytes a face for dlib's, 32 for 128 dimensions).
 - ScaNN keeps and scans each face as its coordinates in the subspace the faces fill
   (``facetrace.index.subspace``), fitted when it first trains: 84 of 128 dimensions for
   dlib's faces, at the same scores to about 1e-9. That is a third fewer codes to scan and
@@ -613,7 +614,7 @@ class ScannIndex(TrainsLists):
                 train_at=int(p["train_at"]),
                 regrow=float(p["regrow"]),
                 spill=int(p.get("spill", 0)),  # indexes saved before the option: none
-                rerank=int(p.get("rerank", DEFAULT_RERANK)),
+                rerank=int(p.get("rerank", 1)),  # saved before it: k * k_factor, as then
                 meta=saved.meta,
             )
             index.trained_size, index.leaves = int(p["trained_size"]), int(p["leaves"])
