@@ -34,9 +34,12 @@ def app(tmp_path: Path) -> Facetrace:
     return Facetrace(Settings.load(env={}, data_dir=tmp_path / "data"))
 
 
-def fill(app: Facetrace, n: int, start: int = 0, model: str = MODEL) -> np.ndarray:
-    rng = np.random.default_rng(start)
-    vecs = rng.normal(size=(n, 128)).astype(np.float32)
+def fill(
+    app: Facetrace, n: int, start: int = 0, model: str = MODEL, vecs: np.ndarray | None = None
+) -> np.ndarray:
+    """Store ``n`` faces of one person each, ids from ``start + 1``: ``vecs``, or random."""
+    if vecs is None:
+        vecs = np.random.default_rng(start).normal(size=(n, 128)).astype(np.float32)
     with app.sessions.begin() as s:
         g = store.get_or_create_gallery(s, "g")
         batch = store.start_batch(s, g, "test")
@@ -217,3 +220,31 @@ def test_a_gallery_past_the_training_threshold_trains_saves_and_forgets(app: Fac
     caught_up = load(app)
     assert len(caught_up) == 20_102
     assert caught_up.search(more, 1)[0][:, 0].tolist() == [20_101, 20_102, 20_103]
+
+
+def test_a_gallery_of_face_like_vectors_is_stored_in_their_subspace(app: Facetrace) -> None:
+    """Vectors drawn like dlib's (``facetrace.evaluation.synthetic``) fill 84 of their 128
+    dimensions: the trained index stores them so, and deletion, reopening and faces
+    added later (one of them a random vector, kept whole) still work."""
+    from facetrace.evaluation import synthetic
+    from facetrace.index.scann_index import ScannIndex
+
+    gallery = np.empty((20_100, 128), np.float32)
+    synthetic.fill(synthetic.plan_faces(20_103, seed=5), gallery)
+    vecs = fill(app, 20_100, vecs=gallery)
+    index = load(app)
+    assert isinstance(index, ScannIndex) and index.subspace is not None
+    assert index.subspace.dims < 100 and index.outside is None
+    assert index.search(vecs[[4, 20_099]], 1)[0][:, 0].tolist() == [5, 20_100]
+    assert app.forget("g", "person 4") == 1
+    again = load(app)
+    assert isinstance(again, ScannIndex) and again.subspace is not None
+    assert len(again) == 20_099 and 5 not in again.ids()
+    later = np.empty((3, 128), np.float32)
+    synthetic.fill(synthetic.plan_faces(20_103, seed=5), later, start=20_100)
+    later[2] = np.random.default_rng(1).normal(size=128)  # no face: fills every dimension
+    fill(app, 3, start=30_000, vecs=later)
+    caught_up = load(app)
+    assert isinstance(caught_up, ScannIndex) and len(caught_up) == 20_102
+    assert caught_up.outside is not None and caught_up.outside.ids().tolist() == [20_103]
+    assert caught_up.search(later, 1)[0][:, 0].tolist() == [20_101, 20_102, 20_103]
