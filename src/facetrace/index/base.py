@@ -152,6 +152,16 @@ def empty_results(m: int, k: int) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
+def npy_writer(array: np.ndarray) -> Callable[[Path], None]:
+    """A ``save_index`` writer of ``array`` as a ``.npy`` file (no pickles)."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.save(f, np.ascontiguousarray(array), allow_pickle=False)
+
+    return write
+
+
 def room_for(need: int, n: int) -> int:
     """Rows to allocate for ``need`` when ``n`` are held: an eighth more than held, so
     appends one batch at a time cost their own size, not the array's (amortised)."""

@@ -26,6 +26,7 @@ from facetrace.index.base import (
     corrupt,
     empty_results,
     load_array,
+    npy_writer,
     read_saved,
     save_index,
 )
@@ -145,17 +146,10 @@ class ExactIndex:
 
     def writers(self) -> dict[str, Any]:
         """The data files of this index, for ``save_index``: suffix -> writer."""
-        ids, vectors = self._ids[: self._n], self._vectors[: self._n]
-
-        def write_ids(tmp: Path) -> None:
-            with open(tmp, "wb") as f:
-                np.save(f, np.ascontiguousarray(ids), allow_pickle=False)
-
-        def write_vectors(tmp: Path) -> None:
-            with open(tmp, "wb") as f:
-                np.save(f, np.ascontiguousarray(vectors), allow_pickle=False)
-
-        return {_IDS_FILE: write_ids, _VECTORS_FILE: write_vectors}
+        return {
+            _IDS_FILE: npy_writer(self._ids[: self._n]),
+            _VECTORS_FILE: npy_writer(self._vectors[: self._n]),
+        }
 
     def save(self, path: Path) -> None:
         save_index(

@@ -42,7 +42,9 @@ from facetrace.index.base import (
     empty_results,
     grown,
     load_array,
+    npy_writer,
     read_saved,
+    room_for,
     save_index,
 )
 from facetrace.index.faiss_ivf import (
@@ -83,7 +85,7 @@ class VectorStore:
     def append(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         need = self.n + ids.size
         if need > self.ids.size:
-            cap = max(need, self.ids.size + self.ids.size // 8, 1024)
+            cap = room_for(need, self.ids.size)
             self.ids = grown(self.ids, self.n, cap)
             self.vectors = grown(self.vectors, self.n, cap)
             self.alive = grown(self.alive, self.n, cap)
@@ -312,10 +314,6 @@ class FaissIvfPqIndex(TrainsLists):
     def save(self, path: Path) -> None:
         store, rows = self.store, self.store.live_rows()
 
-        def write_ids(tmp: Path) -> None:
-            with open(tmp, "wb") as f:
-                np.save(f, store.ids[rows])
-
         def write_vectors(tmp: Path) -> None:
             out = np.lib.format.open_memmap(tmp, "w+", store.dtype, (rows.size, self.dim))
             for start in range(0, rows.size, _CHUNK):
@@ -323,7 +321,7 @@ class FaissIvfPqIndex(TrainsLists):
             out.flush()
             del out
 
-        writers = {"ids.npy": write_ids, "vectors.npy": write_vectors}
+        writers = {"ids.npy": npy_writer(store.ids[rows]), "vectors.npy": write_vectors}
         if self._pq is not None:
             pq = self._pq
             writers["faiss"] = lambda tmp: faiss.write_index(pq, str(tmp))

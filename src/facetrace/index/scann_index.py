@@ -65,12 +65,14 @@ import numpy as np
 
 from facetrace.errors import ConfigError
 from facetrace.index.base import (
+    SavedIndex,
     check_add,
     check_ids,
     check_search,
     corrupt,
     empty_results,
     load_array,
+    npy_writer,
     read_saved,
     save_index,
 )
@@ -97,7 +99,8 @@ _ADD_BATCH = 1_000  # ScaNN's upsert batch
 _PARALLEL_AT = 16  # queries in one call from which ScaNN's threads are used
 _PREFIX = "scann."  # data files holding ScaNN's own files
 _BASIS = "basis.npy"  # the subspace's basis (dim x dims), if one was fitted
-_OUTSIDE_IDS, _OUTSIDE_VECTORS = "outside.ids.npy", "outside.vectors.npy"  # kept whole
+_OUTSIDE = "outside."  # the files of faces kept whole (an ExactIndex's, renamed)
+_OUTSIDE_IDS, _OUTSIDE_VECTORS = f"{_OUTSIDE}ids.npy", f"{_OUTSIDE}vectors.npy"
 _SCRATCH = ".scann-save-"  # where a save has ScaNN write, beside the index
 _SPILL_LAMBDA = 1.0  # SOAR's weight on a second leaf's orthogonality (ScaNN's default)
 _OVERRETRIEVE = 2.0  # candidates ScaNN takes before dropping a face found twice
@@ -449,12 +452,7 @@ class ScannIndex(TrainsLists):
             if self.positions.dead_count:  # the files hold live faces only
                 drop_rows(scratch, live)
             ids = self.positions.ids[: self.positions.n][live]
-
-            def write_ids(tmp: Path) -> None:
-                with open(tmp, "wb") as f:
-                    np.save(f, ids, allow_pickle=False)
-
-            writers: dict[str, Any] = {"ids.npy": write_ids, **self._subspace_writers()}
+            writers: dict[str, Any] = {"ids.npy": npy_writer(ids), **self._subspace_writers()}
             for name in sorted(os.listdir(scratch)):
                 writers[_PREFIX + name] = lambda tmp, src=scratch / name: os.replace(src, tmp)
             self._write(path, ids.size, writers)
@@ -463,21 +461,10 @@ class ScannIndex(TrainsLists):
 
     def _subspace_writers(self) -> dict[str, Any]:
         """The files of the subspace's basis and of the faces kept whole, if any."""
-        arrays = {}
-        if self.subspace is not None:
-            arrays[_BASIS] = self.subspace.basis
+        writers = {} if self.subspace is None else {_BASIS: npy_writer(self.subspace.basis)}
         if self.outside is not None and len(self.outside):
-            ids, vectors = self.outside.rows()
-            arrays[_OUTSIDE_IDS], arrays[_OUTSIDE_VECTORS] = ids, vectors
-
-        def writer(array: np.ndarray) -> Any:
-            def write(tmp: Path) -> None:
-                with open(tmp, "wb") as f:
-                    np.save(f, np.ascontiguousarray(array), allow_pickle=False)
-
-            return write
-
-        return {name: writer(array) for name, array in arrays.items()}
+            writers |= {_OUTSIDE + name: w for name, w in self.outside.writers().items()}
+        return writers
 
     def _write(self, path: Path, count: int, writers: dict[str, Any]) -> None:
         save_index(
@@ -490,7 +477,7 @@ class ScannIndex(TrainsLists):
             writers=writers,
         )
 
-    def _open_subspace(self, saved: Any, dims: Any, outside: int) -> None:
+    def _open_subspace(self, saved: SavedIndex, dims: Any, outside: int) -> None:
         """Read the subspace's basis and the faces kept whole, as the parameters say."""
         names = {_BASIS} if dims is not None else set()
         names |= {_OUTSIDE_IDS, _OUTSIDE_VECTORS} if outside else set()
