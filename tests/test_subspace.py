@@ -131,8 +131,11 @@ def test_faces_off_the_subspace_are_kept_whole_and_found(tmp_path: Path) -> None
     assert opened.subspace is not None
     np.testing.assert_array_equal(opened.subspace.basis, index.subspace.basis)
     q = np.vstack([whole[3:20], vectors[7:30]])
-    for a, b in zip(index.search(q, 10), opened.search(q, 10), strict=True):
-        np.testing.assert_array_equal(a, b)
+    (ids, scores), (ids_opened, scores_opened) = index.search(q, 10), opened.search(q, 10)
+    np.testing.assert_array_equal(ids_opened, ids)
+    # the same exact cosines, summed by ScaNN's batched threads in an order of their own:
+    # one of 400 differed in its last bit (6e-8) in one CI run
+    np.testing.assert_allclose(scores_opened, scores, rtol=0, atol=1e-6)
 
 
 def test_a_missing_or_damaged_basis_is_a_corrupt_index(tmp_path: Path) -> None:
